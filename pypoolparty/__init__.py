@@ -1,0 +1,23 @@
+"""
+pypoolparty: ``multiprocessing.Pool`` on SLURM and Grid Engine clusters.
+
+``pypoolparty.slurm.array.Pool().map(func, jobs)`` returns what
+``multiprocessing.Pool().map(func, jobs)`` returns, computed by SLURM array
+tasks. Submodules are imported on first use, so that the worker on the
+compute node imports only what it needs.
+"""
+import importlib
+
+from .version import __version__
+
+_SUBMODULES = ("slurm", "errors", "local_cluster")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module("." + name, __name__)
+    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_SUBMODULES))

@@ -1,0 +1,97 @@
+"""
+The JSON-lines log of a map: every scheduler call and every decision.
+
+Built on json_line_logger. Each line is a JSON object whose ``"m"`` field is
+itself a JSON object ``{"event": ..., ...fields}``, so a log reads back with
+two ``json.loads``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import typing
+
+import json_line_logger
+
+
+def _escaped(text: str) -> str:
+    # json_line_logger puts the message between quotes without escaping it.
+    return json.dumps(text)[1:-1]
+
+
+class EventLog:
+    """Writes events to a JSON-lines file and, if verbose, to stderr.
+
+    Parameters
+    ----------
+    path : str or None
+        The log file; None logs to nothing but the stream.
+    verbose : bool
+        Also write each event to stderr.
+    """
+
+    def __init__(self, path: typing.Optional[str] = None, verbose: bool = False):
+        self.path = path
+        self._loggers = []
+        if path is not None:
+            self._loggers.append(
+                json_line_logger.LoggerFile(path=path, name="pypoolparty:" + path)
+            )
+        if verbose:
+            self._loggers.append(
+                json_line_logger.LoggerStream(
+                    stream=sys.stderr, name="pypoolparty:stderr"
+                )
+            )
+
+    def event(self, name: str, level: int = logging.INFO, **fields) -> None:
+        """Log the event ``name`` with ``fields`` (JSON-able or str()-able)."""
+        if not self._loggers:
+            return
+        record = {"event": name}
+        record.update(fields)
+        msg = _escaped(json.dumps(record, default=str))
+        for logger in self._loggers:
+            logger.log(level, msg)
+
+    def warning(self, name: str, **fields) -> None:
+        self.event(name, level=logging.WARNING, **fields)
+
+    def close(self) -> None:
+        for logger in self._loggers:
+            json_line_logger.shutdown(logger)
+        self._loggers = []
+
+
+class MultiLog:
+    """Sends each event to several logs (e.g. one per map in flight)."""
+
+    def __init__(self, logs: typing.Iterable[EventLog]):
+        self.logs = list(logs)
+
+    def event(self, name: str, level: int = logging.INFO, **fields) -> None:
+        for log in self.logs:
+            log.event(name, level=level, **fields)
+
+    def warning(self, name: str, **fields) -> None:
+        self.event(name, level=logging.WARNING, **fields)
+
+
+def read(path: str) -> typing.List[dict]:
+    """Read a log written by :class:`EventLog`: one dict per line.
+
+    Each dict holds the line's ``"t"``, ``"l"`` and the fields of the event.
+    """
+    out = []
+    with open(path, "rt") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            outer = json.loads(line)
+            record = json.loads(outer["m"])
+            record["t"] = outer["t"]
+            record["l"] = outer["l"]
+            out.append(record)
+    return out

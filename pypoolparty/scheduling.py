@@ -1,0 +1,129 @@
+"""
+What the core asks of a scheduler, and the typed values it gets back.
+
+A scheduler adapter (SLURM arrays, SLURM single jobs, Grid Engine) only
+translates three requests: submit N workers, report the workers' states,
+cancel workers. Everything else (chunking, the work dir, polling,
+resubmission, results) lives in the scheduler-neutral core.
+
+A *worker* is one scheduler job or array task running
+``python -m pypoolparty.worker``; its id is a string the scheduler's status
+command prints for it (e.g. ``"4711_3"`` for SLURM array task 3 of job 4711).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import enum
+import typing
+
+from .event_log import EventLog
+
+
+class WorkerState(enum.Enum):
+    """Where a worker is, from the core's point of view."""
+
+    PENDING = "pending"
+    """Queued, will start by itself."""
+    HELD = "held"
+    """Queued in a state that will not clear by itself (held, launch failed)."""
+    RUNNING = "running"
+    """Started (or starting, or completing)."""
+    ENDED = "ended"
+    """No longer pending or running: completed, failed, cancelled, killed."""
+    UNKNOWN = "unknown"
+    """The scheduler does not know it (any more)."""
+
+    @property
+    def is_alive(self) -> bool:
+        """Pending, held or running: it may still write results."""
+        return self in (WorkerState.PENDING, WorkerState.HELD, WorkerState.RUNNING)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerStatus:
+    """A worker's state as the scheduler reported it.
+
+    Parameters
+    ----------
+    state : WorkerState
+        The core's view.
+    scheduler_state : str
+        The scheduler's own word (e.g. ``"TIMEOUT"``, ``"Eqw"``).
+    reason : str
+        The scheduler's reason, if it gave one.
+    """
+
+    state: WorkerState
+    scheduler_state: str = ""
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmitRequest:
+    """Start ``num_workers`` workers of one map.
+
+    Parameters
+    ----------
+    num_workers : int
+        How many workers (array tasks, jobs) to start.
+    max_running : int
+        At most this many of them may run at once.
+    worker_argv : list of str
+        The worker's command line, without its worker id; the adapter
+        appends ``--worker-id ID`` with an id it can later report.
+    name : str
+        A job name for the scheduler's listing.
+    log_dir : str
+        Directory for the workers' stdout and stderr, one file per worker,
+        named ``<worker id>.log``.
+    cwd : str
+        Working directory of the workers.
+    env : dict
+        Environment variables the workers need on top of the submitting
+        process's.
+    """
+
+    num_workers: int
+    max_running: int
+    worker_argv: typing.List[str]
+    name: str
+    log_dir: str
+    cwd: str
+    env: typing.Dict[str, str]
+
+
+class Scheduler(abc.ABC):
+    """The interface of a scheduler adapter."""
+
+    #: Short name used in logs and messages, e.g. ``"slurm"``.
+    name: str = "scheduler"
+
+    @abc.abstractmethod
+    def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
+        """Submit the workers; return their ids."""
+
+    @abc.abstractmethod
+    def states(
+        self, worker_ids: typing.Collection[str], log: EventLog
+    ) -> typing.Dict[str, WorkerStatus]:
+        """Report the status of the given workers in one call.
+
+        Workers the scheduler does not know are left out of the result.
+        """
+
+    @abc.abstractmethod
+    def cancel(self, worker_ids: typing.Collection[str], log: EventLog) -> None:
+        """Cancel the given workers (one call where possible)."""
+
+    def default_processes(self, log: EventLog) -> int:
+        """How many workers may run at once when the user did not say."""
+        import os
+
+        return os.cpu_count() or 1
+
+    def log_path_of(self, log_dir: str, worker_id: str) -> str:
+        """The file holding a worker's stdout and stderr."""
+        import os
+
+        return os.path.join(log_dir, worker_id + ".log")

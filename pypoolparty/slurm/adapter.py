@@ -1,0 +1,207 @@
+"""
+The SLURM adapter: submit workers as job arrays, read their states, cancel.
+
+It only translates the core's three requests into ``sbatch``, ``squeue``
+and ``scancel`` calls (plus ``scontrol show config`` for MaxArraySize and
+``sinfo`` for a default number of processes), each through
+:func:`pypoolparty.commands.run_command`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import typing
+
+from .. import errors
+from ..commands import RetryPolicy, run_command
+from ..event_log import EventLog
+from ..scheduling import Scheduler, SubmitRequest, WorkerStatus
+from . import parsing
+
+#: sbatch options the pool sets itself.
+RESERVED_OPTIONS = ("array", "wrap", "parsable", "output", "error")
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmCommands:
+    """Paths of the SLURM commands."""
+
+    sbatch: str = "sbatch"
+    squeue: str = "squeue"
+    scancel: str = "scancel"
+    scontrol: str = "scontrol"
+    sinfo: str = "sinfo"
+
+
+def format_options(options: typing.Mapping[str, typing.Any]) -> typing.List[str]:
+    """sbatch arguments from a dict of options.
+
+    ``{"time": "0:10:00", "exclusive": True, "cpus_per_task": 4, "p": "debug"}``
+    gives ``["--time=0:10:00", "--exclusive", "--cpus-per-task=4", "-p", "debug"]``.
+    False and None leave an option out.
+    """
+    out = []
+    for key, value in options.items():
+        key = str(key).lstrip("-")
+        if value is None or value is False:
+            continue
+        if len(key) == 1:
+            out.append("-" + key)
+            if value is not True:
+                out.append(str(value))
+            continue
+        key = key.replace("_", "-")
+        if value is True:
+            out.append("--" + key)
+        else:
+            out.append("--{:s}={:s}".format(key, str(value)))
+    return out
+
+
+def check_options(options: typing.Mapping[str, typing.Any]) -> typing.Dict[str, typing.Any]:
+    """Normalized copy of ``options``; ValueError for options the pool sets."""
+    out = {}
+    for key, value in options.items():
+        norm = str(key).lstrip("-").replace("_", "-")
+        if norm in RESERVED_OPTIONS:
+            raise ValueError(
+                "sbatch option {!r} is set by the pool itself and cannot be "
+                "passed in sbatch_options".format(key)
+            )
+        out[norm] = value
+    return out
+
+
+def partition_of(options: typing.Mapping[str, typing.Any]) -> typing.Optional[str]:
+    for key in ("partition", "p"):
+        if options.get(key):
+            return str(options[key])
+    return None
+
+
+class SlurmArrayScheduler(Scheduler):
+    """Workers as tasks of SLURM job arrays.
+
+    Parameters
+    ----------
+    sbatch_options : dict
+        Long options passed to sbatch, e.g. ``{"time": "01:00:00"}``.
+    commands : SlurmCommands
+        Paths of the commands.
+    policy : RetryPolicy
+        Retry policy for every command.
+    """
+
+    name = "slurm.array"
+
+    def __init__(
+        self,
+        sbatch_options: typing.Optional[typing.Mapping[str, typing.Any]] = None,
+        commands: SlurmCommands = SlurmCommands(),
+        policy: RetryPolicy = RetryPolicy(),
+    ):
+        self.sbatch_options = check_options(sbatch_options or {})
+        self.commands = commands
+        self.policy = policy
+        self._max_array_size: typing.Optional[int] = None
+        self._array_sizes: typing.Dict[str, int] = {}
+
+    # ------------------------------------------------------------- limits
+    def max_array_size(self, log: EventLog) -> int:
+        """MaxArraySize of the cluster (read once): tasks per array."""
+        if self._max_array_size is None:
+            proc = run_command(
+                [self.commands.scontrol, "show", "config"], policy=self.policy, log=log
+            )
+            config = parsing.parse_config(proc.stdout)
+            value = int(config.get("MaxArraySize", "1001"))
+            self._max_array_size = max(1, value)
+            log.event("max_array_size", value=self._max_array_size)
+        return self._max_array_size
+
+    def default_processes(self, log: EventLog) -> int:
+        """The CPUs of the partition the jobs go to (``sinfo``)."""
+        argv = [self.commands.sinfo, "--noheader", "--format=%C"]
+        partition = partition_of(self.sbatch_options)
+        if partition:
+            argv.append("--partition=" + partition)
+        proc = run_command(argv, policy=self.policy, log=log)
+        cpus = parsing.parse_sinfo_cpus(proc.stdout)
+        log.event("default_processes", cpus=cpus, partition=partition)
+        return max(1, cpus)
+
+    # ------------------------------------------------------------- submit
+    def _sbatch_argv(self, request: SubmitRequest, num_tasks: int) -> typing.List[str]:
+        throttle = min(request.max_running, num_tasks)
+        wrap = "exec {:s} --worker-id \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\"".format(
+            " ".join(shlex.quote(a) for a in request.worker_argv)
+        )
+        options = {"job-name": request.name, "chdir": request.cwd}
+        options.update(self.sbatch_options)
+        return (
+            [self.commands.sbatch, "--parsable"]
+            + ["--array=0-{:d}%{:d}".format(num_tasks - 1, throttle)]
+            + ["--output=" + os.path.join(request.log_dir, "%A_%a.log")]
+            + format_options(options)
+            + ["--wrap", wrap]
+        )
+
+    def _submit_env(self, request: SubmitRequest) -> typing.Dict[str, str]:
+        env = dict(os.environ)
+        env.update(request.env)
+        return env
+
+    def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
+        """One sbatch per array of at most MaxArraySize tasks."""
+        per_array = self.max_array_size(log)
+        env = self._submit_env(request)
+        ids: typing.List[str] = []
+        remaining = request.num_workers
+        while remaining > 0:
+            num = min(per_array, remaining)
+            proc = run_command(self._sbatch_argv(request, num), policy=self.policy, log=log, env=env)
+            job_id = parsing.parse_sbatch_parsable(proc.stdout)
+            self._array_sizes[job_id] = num
+            ids.extend("{:s}_{:d}".format(job_id, i) for i in range(num))
+            remaining -= num
+        return ids
+
+    # ------------------------------------------------------------- states
+    def states(
+        self, worker_ids: typing.Collection[str], log: EventLog
+    ) -> typing.Dict[str, WorkerStatus]:
+        """One squeue for all the arrays of these workers."""
+        job_ids = sorted({w.split("_", 1)[0] for w in worker_ids}, key=int)
+        if not job_ids:
+            return {}
+        argv = [
+            self.commands.squeue,
+            "--noheader",
+            "--array",
+            "--states=all",
+            "--jobs=" + ",".join(job_ids),
+            "--format=" + parsing.SQUEUE_FORMAT,
+        ]
+        try:
+            proc = run_command(argv, policy=self.policy, log=log)
+        except errors.SchedulerCommandError as err:
+            if "invalid job id" in err.stderr.lower():
+                return {}  # SLURM has forgotten every one of them
+            raise
+        return parsing.parse_squeue(proc.stdout)
+
+    # ------------------------------------------------------------- cancel
+    def cancel(self, worker_ids: typing.Collection[str], log: EventLog) -> None:
+        """One scancel; whole arrays by their job id."""
+        by_job: typing.Dict[str, typing.List[str]] = {}
+        for w in worker_ids:
+            by_job.setdefault(w.split("_", 1)[0], []).append(w)
+        targets = []
+        for job_id, tasks in sorted(by_job.items()):
+            if len(tasks) >= self._array_sizes.get(job_id, -1):
+                targets.append(job_id)
+            else:
+                targets.extend(tasks)
+        if targets:
+            run_command([self.commands.scancel] + targets, policy=self.policy, log=log)

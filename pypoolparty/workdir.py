@@ -1,0 +1,309 @@
+"""
+The on-disk protocol between the driver and its workers.
+
+The only code that knows the layout of a map's work dir::
+
+    <map dir>/                 mode 0700, one per map
+        manifest.json          what a worker needs to find its way
+        func.pickle            cloudpickle of (func, star, initializer, initargs)
+        jobs.pickle            the chunks' pickles back to back; byte offsets
+                               in the manifest
+        claims/<chunk>         a hard link to the claiming worker's id file
+        results/<chunk>.pickle one per finished chunk, written then renamed
+        workers/<id>.id        a worker's id, written when it starts
+        workers/<id>.log       a worker's stdout and stderr (the scheduler's)
+        log.jsonl              the driver's JSON-lines log
+
+The number of files grows with the number of chunks and workers, never with
+the number of jobs. Workers claim chunks with ``os.link``, which is atomic and
+fails if the name exists, also on NFS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import shutil
+import stat
+import tempfile
+import time
+import typing
+
+from . import errors
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FUNC = "func.pickle"
+JOBS = "jobs.pickle"
+CLAIMS = "claims"
+RESULTS = "results"
+WORKERS = "workers"
+LOG = "log.jsonl"
+RESULT_SUFFIX = ".pickle"
+
+
+@dataclasses.dataclass
+class Manifest:
+    """What a worker reads first.
+
+    Parameters
+    ----------
+    num_jobs : int
+        Jobs in the map.
+    chunk_starts : list of int
+        Index of the first job of each chunk, plus ``num_jobs`` at the end.
+    chunk_offsets : list of int
+        Byte offset of each chunk's pickle in ``jobs.pickle``, plus its size.
+    sys_path : list of str
+        The driver's ``sys.path``.
+    cwd : str
+        The driver's working directory.
+    """
+
+    num_jobs: int
+    chunk_starts: typing.List[int]
+    chunk_offsets: typing.List[int]
+    sys_path: typing.List[str]
+    cwd: str
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def num_chunks(self) -> int:
+        return len(self.chunk_starts) - 1
+
+    def chunk_range(self, chunk: int) -> range:
+        """The job indices of ``chunk``."""
+        return range(self.chunk_starts[chunk], self.chunk_starts[chunk + 1])
+
+
+def make_private_dir(path: str) -> None:
+    """Create ``path`` (and parents) if missing; refuse it if it is unsafe.
+
+    Raises
+    ------
+    WorkDirError
+        If ``path`` is not a directory, is owned by another user, or can be
+        written by group or others: another user could plant pickles there
+        that the pool would load.
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    check_private_dir(path)
+
+
+def check_private_dir(path: str) -> None:
+    """Raise :class:`~pypoolparty.errors.WorkDirError` unless ``path`` is safe."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise errors.WorkDirError(
+            "The work dir {!r} is not a directory. Pass work_dir= a "
+            "directory of your own on a filesystem the compute nodes "
+            "share.".format(path)
+        )
+    if st.st_uid != os.getuid():
+        raise errors.WorkDirError(
+            "The work dir {!r} belongs to user id {:d}, not to you ({:d}). "
+            "Another user's directory could hold pickles that the pool "
+            "would load; pass work_dir= a directory of your own.".format(
+                path, st.st_uid, os.getuid()
+            )
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise errors.WorkDirError(
+            "The work dir {!r} can be written by group or others (mode "
+            "{:o}). They could plant pickles that the pool would load. "
+            "Run 'chmod go-w {:s}' or pass another work_dir=.".format(
+                path, stat.S_IMODE(st.st_mode), path
+            )
+        )
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see all of it or nothing."""
+    directory, name = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class WorkDir:
+    """One map's directory: the driver's and the workers' view of it."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+
+    # ---------------------------------------------------------------- paths
+    def join(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    @property
+    def log_path(self) -> str:
+        return self.join(LOG)
+
+    @property
+    def workers_dir(self) -> str:
+        return self.join(WORKERS)
+
+    def result_path(self, chunk: int) -> str:
+        return self.join(RESULTS, "{:d}{:s}".format(chunk, RESULT_SUFFIX))
+
+    def claim_path(self, chunk: int) -> str:
+        return self.join(CLAIMS, "{:d}".format(chunk))
+
+    def worker_id_path(self, worker_id: str) -> str:
+        return self.join(WORKERS, worker_id + ".id")
+
+    def worker_log_path(self, worker_id: str) -> str:
+        return self.join(WORKERS, worker_id + ".log")
+
+    # --------------------------------------------------------------- driver
+    @classmethod
+    def create(cls, parent: str, prefix: str = "map-") -> "WorkDir":
+        """Make a new, private map dir under ``parent``."""
+        make_private_dir(parent)
+        path = tempfile.mkdtemp(prefix=prefix, dir=parent)  # mode 0700
+        for sub in (CLAIMS, RESULTS, WORKERS):
+            os.mkdir(os.path.join(path, sub), mode=0o700)
+        return cls(path)
+
+    def write_inputs(
+        self,
+        func_pickle: bytes,
+        chunk_pickles: typing.Sequence[bytes],
+        chunk_starts: typing.List[int],
+        sys_path: typing.List[str],
+        cwd: str,
+    ) -> Manifest:
+        """Write func, jobs and manifest (the manifest last)."""
+        write_atomic(self.join(FUNC), func_pickle)
+        offsets = [0]
+        with open(self.join(JOBS), "wb") as f:
+            for blob in chunk_pickles:
+                f.write(blob)
+                offsets.append(offsets[-1] + len(blob))
+        manifest = Manifest(
+            num_jobs=chunk_starts[-1],
+            chunk_starts=list(chunk_starts),
+            chunk_offsets=offsets,
+            sys_path=list(sys_path),
+            cwd=cwd,
+        )
+        write_atomic(
+            self.join(MANIFEST),
+            json.dumps(dataclasses.asdict(manifest)).encode(),
+        )
+        return manifest
+
+    def finished_chunks(self) -> typing.Set[int]:
+        """Chunks that have a result file."""
+        out = set()
+        for name in os.listdir(self.join(RESULTS)):
+            if name.endswith(RESULT_SUFFIX) and not name.startswith("."):
+                out.add(int(name[: -len(RESULT_SUFFIX)]))
+        return out
+
+    def read_result(self, chunk: int) -> bytes:
+        with open(self.result_path(chunk), "rb") as f:
+            return f.read()
+
+    def claims(self) -> typing.Dict[int, str]:
+        """Claimed chunks and the id of the worker holding each."""
+        out = {}
+        for name in os.listdir(self.join(CLAIMS)):
+            if name.isdigit():
+                try:
+                    with open(self.join(CLAIMS, name), "rt") as f:
+                        out[int(name)] = f.read().strip()
+                except FileNotFoundError:
+                    pass
+        return out
+
+    def release(self, chunk: int) -> None:
+        """Make a chunk claimable again (its claimant died)."""
+        try:
+            os.unlink(self.claim_path(chunk))
+        except FileNotFoundError:
+            pass
+
+    def started_workers(self) -> typing.Set[str]:
+        """Ids of workers that got as far as writing their id file."""
+        return {
+            n[: -len(".id")]
+            for n in os.listdir(self.workers_dir)
+            if n.endswith(".id")
+        }
+
+    def tail_of_worker_log(self, worker_id: str, num_bytes: int = 2000) -> str:
+        """The last bytes of a worker's stdout/stderr, or '' if none."""
+        try:
+            with open(self.worker_log_path(worker_id), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - num_bytes))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def count_files(self) -> int:
+        """All files below the map dir (for benchmarks and tests)."""
+        return sum(len(files) for _, _, files in os.walk(self.path))
+
+    def remove(self, attempts: int = 5) -> bool:
+        """Remove the map dir; True if it is gone."""
+        for i in range(attempts):
+            shutil.rmtree(self.path, ignore_errors=True)
+            if not os.path.exists(self.path):
+                return True
+            time.sleep(0.05 * (i + 1))
+        return False
+
+    # --------------------------------------------------------------- worker
+    def read_manifest(self) -> Manifest:
+        with open(self.join(MANIFEST), "rt") as f:
+            return Manifest(**json.load(f))
+
+    def read_func_pickle(self) -> bytes:
+        with open(self.join(FUNC), "rb") as f:
+            return f.read()
+
+    def read_chunk_pickle(self, manifest: Manifest, chunk: int) -> bytes:
+        start = manifest.chunk_offsets[chunk]
+        stop = manifest.chunk_offsets[chunk + 1]
+        with open(self.join(JOBS), "rb") as f:
+            f.seek(start)
+            return f.read(stop - start)
+
+    def register_worker(self, worker_id: str) -> str:
+        """Write the worker's id file; return its path (used to claim)."""
+        path = self.worker_id_path(worker_id)
+        write_atomic(path, worker_id.encode())
+        return path
+
+    def claimable_chunks(self, manifest: Manifest) -> typing.List[int]:
+        """Chunks with neither a claim nor a result, in order."""
+        taken = set(os.listdir(self.join(CLAIMS)))
+        done = set(os.listdir(self.join(RESULTS)))
+        return [
+            c
+            for c in range(manifest.num_chunks)
+            if str(c) not in taken and "{:d}{:s}".format(c, RESULT_SUFFIX) not in done
+        ]
+
+    def try_claim(self, chunk: int, id_path: str) -> bool:
+        """Claim ``chunk`` for the worker whose id file is ``id_path``."""
+        try:
+            os.link(id_path, self.claim_path(chunk))
+            return True
+        except FileExistsError:
+            return False
+
+    def write_result(self, chunk: int, data: bytes) -> None:
+        write_atomic(self.result_path(chunk), data)

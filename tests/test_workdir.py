@@ -1,0 +1,72 @@
+import os
+import stat
+
+import pytest
+
+from pypoolparty import errors, outcomes
+from pypoolparty.workdir import WorkDir, make_private_dir
+
+
+def test_map_dirs_are_private(tmp_path):
+    wd = WorkDir.create(str(tmp_path / "root"))
+    for path in (tmp_path / "root", wd.path, wd.join("claims"), wd.join("results")):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+
+
+def test_group_or_world_writable_dir_is_refused(tmp_path):
+    d = tmp_path / "shared"
+    d.mkdir()
+    d.chmod(0o775)
+    with pytest.raises(errors.WorkDirError, match="group or others"):
+        make_private_dir(str(d))
+    assert issubclass(errors.WorkDirError, PermissionError)
+
+
+def test_dir_of_another_user_is_refused(tmp_path):
+    d = tmp_path / "theirs"
+    d.mkdir()
+    os.chown(d, 12345, 12345)
+    with pytest.raises(errors.WorkDirError, match="belongs to user id 12345"):
+        make_private_dir(str(d))
+
+
+def test_claims_are_exclusive(tmp_path):
+    wd = WorkDir.create(str(tmp_path))
+    a = wd.register_worker("7_0")
+    b = wd.register_worker("7_1")
+    assert wd.try_claim(3, a)
+    assert not wd.try_claim(3, b)
+    assert wd.claims() == {3: "7_0"}
+    wd.release(3)
+    assert wd.try_claim(3, b)
+    assert wd.claims() == {3: "7_1"}
+
+
+def test_unpicklable_result_becomes_maybe_encoding_error():
+    import threading
+
+    result = outcomes.ChunkResult(
+        chunk=0,
+        worker_id="1_0",
+        outcomes=[outcomes.Outcome(value=1), outcomes.Outcome(value=threading.Lock())],
+    )
+    back = outcomes.decode(outcomes.encode(result))
+    assert back.outcomes[0].value == 1
+    position, failure = back.failure
+    assert position == 1
+    assert isinstance(failure.exception, errors.MaybeEncodingError)
+
+
+def test_exception_that_cannot_be_unpickled_becomes_maybe_encoding_error():
+    class Odd(Exception):
+        def __init__(self, a, b):
+            super().__init__(a)
+
+    try:
+        raise Odd(1, 2)
+    except Odd as exc:
+        failure = outcomes.failure_of(exc)
+    result = outcomes.ChunkResult(0, "1_0", [outcomes.Outcome(failure=failure)])
+    back = outcomes.decode(outcomes.encode(result))
+    assert isinstance(back.outcomes[0].failure.exception, errors.MaybeEncodingError)
+    assert "Odd" in back.outcomes[0].failure.traceback
