@@ -172,7 +172,6 @@ class ClusterPool:
         verbose: bool = False,
         name: str = "pypoolparty",
     ):
-        self._state = RUN
         if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
         if initializer is not None and not callable(initializer):
@@ -204,6 +203,7 @@ class ClusterPool:
         self._supervisor = Supervisor(
             scheduler, PollIntervals(scheduler=float(polling_interval)), name
         )
+        self._state = RUN
         _live_pools.add(self)
 
     def __repr__(self) -> str:
@@ -271,7 +271,7 @@ class ClusterPool:
         plan = chunking.plan(len(jobs), processes, chunksize)
         chunk_pickles = _pickle_chunks(jobs, plan.chunk_starts)
         work_dir = self._new_work_dir()
-        log = EventLog(work_dir.log_path, verbose=self._verbose)
+        log = EventLog(work_dir.create_log(), verbose=self._verbose)
         log.event(
             "map",
             scheduler=self.scheduler.name,

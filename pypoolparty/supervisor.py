@@ -31,11 +31,14 @@ class PollIntervals:
         Seconds between two looks at the result files right after a change ...
     files_max : float
         ... growing, while nothing changes, up to this.
+    files_growth : float
+        Factor by which the wait grows after each look that found nothing.
     """
 
     scheduler: float = 5.0
     files_min: float = 0.02
-    files_max: float = 0.5
+    files_max: float = 0.25
+    files_growth: float = 1.2
 
 
 class Supervisor:
@@ -106,7 +109,7 @@ class Supervisor:
             if changed:
                 interval = self.intervals.files_min
             else:
-                interval = min(interval * 1.5, self.intervals.files_max)
+                interval = min(interval * self.intervals.files_growth, self.intervals.files_max)
             with self._cond:
                 if any(r.active for r in self._runs):
                     self._cond.wait(interval)

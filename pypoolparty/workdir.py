@@ -118,6 +118,13 @@ def check_private_dir(path: str) -> None:
         )
 
 
+def open_private(path: str, mode: str = "wb"):
+    """Open a new file that only its owner can read (0600), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, mode)
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see all of it or nothing."""
     directory, name = os.path.split(path)
@@ -185,7 +192,7 @@ class WorkDir:
         """Write func, jobs and manifest (the manifest last)."""
         write_atomic(self.join(FUNC), func_pickle)
         offsets = [0]
-        with open(self.join(JOBS), "wb") as f:
+        with open_private(self.join(JOBS)) as f:
             for blob in chunk_pickles:
                 f.write(blob)
                 offsets.append(offsets[-1] + len(blob))
@@ -281,8 +288,21 @@ class WorkDir:
             f.seek(start)
             return f.read(stop - start)
 
+    def create_log(self) -> str:
+        """Create the driver's log file, private; return its path."""
+        open_private(self.log_path, "wt").close()
+        return self.log_path
+
     def register_worker(self, worker_id: str) -> str:
-        """Write the worker's id file; return its path (used to claim)."""
+        """Write the worker's id file; return its path (used to claim).
+
+        Also makes the worker's log, which the scheduler created with the
+        job's umask, private.
+        """
+        try:
+            os.chmod(self.worker_log_path(worker_id), 0o600)
+        except OSError:
+            pass
         path = self.worker_id_path(worker_id)
         write_atomic(path, worker_id.encode())
         return path

@@ -1,0 +1,432 @@
+"""
+pypoolparty.slurm.array.Pool.map against the real SLURM cluster.
+"""
+import functools
+import math
+import os
+import pickle
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy
+import pytest
+
+import pypoolparty
+import pypoolparty.commands
+from pypoolparty import errors, event_log
+from pypoolparty.slurm.array import Pool
+
+from conftest import TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def raise_on_three(x):
+    if x == 3:
+        raise KeyError("three", 3)
+    return x
+
+
+def slurm_env_of_job(_):
+    keys = ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID")
+    return {k: os.environ.get(k) for k in keys}
+
+
+def job_limits(_):
+    out = subprocess.run(
+        ["scontrol", "show", "job", os.environ["SLURM_JOB_ID"]],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    ).stdout
+    return out
+
+
+def pool_of(**kwargs):
+    kwargs.setdefault("sbatch_options", dict(TEST_SBATCH_OPTIONS))
+    kwargs.setdefault("polling_interval", 1.0)
+    return Pool(**kwargs)
+
+
+def map_dirs(root):
+    return [n for n in os.listdir(root) if n.startswith("map-")]
+
+
+# ------------------------------------------------------------------ sizes
+@pytest.mark.parametrize("num_jobs", [1, 10, 2500])
+def test_map_returns_what_builtin_map_returns(slurm, num_jobs):
+    jobs = list(range(num_jobs))
+    with pool_of() as pool:
+        assert pool.map(square, jobs) == [square(j) for j in jobs]
+
+
+def test_empty_iterable_returns_empty_list_without_submitting(slurm, tmp_path):
+    pool = pool_of(sbatch_path=str(tmp_path / "no-such-sbatch"), work_dir=str(tmp_path / "wd"))
+    assert pool.map(square, []) == []
+    assert pool.map(square, iter(())) == []
+    assert not (tmp_path / "wd").exists()
+
+
+def test_starmap(slurm):
+    with pool_of() as pool:
+        assert pool.starmap(add, [(1, 2), (3, 4), (5, 6)]) == [3, 7, 11]
+
+
+def test_generator_as_iterable(slurm):
+    with pool_of() as pool:
+        assert pool.map(square, (i for i in range(7))) == [i * i for i in range(7)]
+
+
+def test_exception_of_the_iterable_propagates_unchanged(slurm, tmp_path):
+    class Broken(Exception):
+        pass
+
+    err = Broken("in the iterable")
+
+    def jobs():
+        yield 1
+        raise err
+
+    pool = pool_of(work_dir=str(tmp_path / "wd"))
+    with pytest.raises(Broken) as info:
+        pool.map(square, jobs())
+    assert info.value is err
+    assert info.value.__cause__ is None
+    assert not (tmp_path / "wd").exists()
+
+
+# ---------------------------------------------------------------- functions
+def test_lambda_closure_partial_builtin_numpy(slurm):
+    offset = 10
+
+    def closure(x):
+        return x + offset
+
+    with pool_of(processes=2) as pool:
+        assert pool.map(lambda x: x * 3, [1, 2]) == [3, 6]
+        assert pool.map(closure, [1, 2]) == [11, 12]
+        assert pool.map(functools.partial(add, 100), [1, 2]) == [101, 102]
+        assert pool.map(sum, [[1, 2], [3, 4]]) == [3, 7]
+        arrays = [numpy.arange(5), numpy.arange(3) * 2.0]
+        assert pool.map(numpy.std, arrays) == [numpy.std(a) for a in arrays]
+        assert pool.map(math.sqrt, [4, 9]) == [2.0, 3.0]
+
+
+def test_function_from_main_script(slurm, tmp_path):
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import pypoolparty.slurm.array
+
+            def triple(x):
+                return 3 * x
+
+            if __name__ == "__main__":
+                pool = pypoolparty.slurm.array.Pool(
+                    sbatch_options={"time": "00:10:00"}, polling_interval=1.0
+                )
+                print(pool.map(triple, range(5)))
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 3, 6, 9, 12]"
+
+
+def test_worker_sees_driver_sys_path_and_cwd(slurm, tmp_path, monkeypatch):
+    module_dir = tmp_path / "my_modules"
+    module_dir.mkdir()
+    (module_dir / "my_user_module.py").write_text(
+        "import os\n\ndef where(_):\n    return os.getcwd()\n"
+    )
+    monkeypatch.syspath_prepend(str(module_dir))
+    import my_user_module
+
+    cwd = tmp_path / "the_cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with pool_of() as pool:
+        assert pool.map(my_user_module.where, [0, 1]) == [str(cwd), str(cwd)]
+
+
+# --------------------------------------------------------------- failures
+def test_job_exception_is_reraised_with_remote_traceback(slurm, tmp_path):
+    wd = tmp_path / "wd"
+    pool = pool_of(work_dir=str(wd), job_name=unique_name())
+    with pytest.raises(KeyError) as info:
+        pool.map(raise_on_three, range(8), chunksize=1)
+    exc = info.value
+    assert type(exc) is KeyError
+    assert exc.args == ("three", 3)
+    cause = exc.__cause__
+    assert isinstance(cause, errors.RemoteTraceback)
+    text = str(cause)
+    assert "raise_on_three" in text
+    assert "KeyError" in text
+    kept = map_dirs(str(wd))
+    assert len(kept) == 1
+    assert str(wd / kept[0]) in text
+    events = [e["event"] for e in event_log.read(str(wd / kept[0] / "log.jsonl"))]
+    assert "job_raised" in events
+    assert "work_dir_kept" in events
+
+
+def test_failed_job_cancels_the_rest_of_the_map(slurm, tmp_path):
+    name = unique_name()
+
+    def fail_first_else_sleep(x):
+        if x == 0:
+            raise ValueError("first")
+        time.sleep(120)
+        return x
+
+    pool = pool_of(processes=2, job_name=name)
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="first"):
+        pool.map(fail_first_else_sleep, range(6), chunksize=1)
+    assert time.monotonic() - t0 < 60
+    assert wait_until(lambda: squeue_names(name) == [], timeout=10)
+
+
+def test_unpicklable_func_or_job_fails_before_submitting(slurm, tmp_path):
+    lock = threading.Lock()
+    wd = tmp_path / "wd"
+    pool = pool_of(work_dir=str(wd), sbatch_path=str(tmp_path / "no-sbatch"))
+    def holds_a_lock(x):
+        return lock
+
+    with pytest.raises(pickle.PicklingError, match="func"):
+        pool.map(holds_a_lock, [1, 2])
+    with pytest.raises(pickle.PicklingError, match="job 1 "):
+        pool.map(square, [1, lock, 3])
+    assert not wd.exists() or map_dirs(str(wd)) == []
+
+
+def test_invalid_partition_fails_within_seconds_with_sbatchs_message(slurm):
+    pool = pool_of(sbatch_options={"partition": "no_such_partition", "time": "1"})
+    t0 = time.monotonic()
+    with pytest.raises(errors.SchedulerCommandError) as info:
+        pool.map(square, [1, 2])
+    assert time.monotonic() - t0 < 10
+    assert "sbatch" in str(info.value)
+    assert "invalid partition" in str(info.value).lower()
+
+
+def test_missing_command_fails_at_once(slurm, tmp_path):
+    pool = pool_of(sbatch_path=str(tmp_path / "missing-sbatch"), processes=1)
+    t0 = time.monotonic()
+    with pytest.raises(errors.SchedulerCommandError, match="missing-sbatch"):
+        pool.map(square, [1])
+    assert time.monotonic() - t0 < 5
+
+
+def test_transient_sbatch_failures_are_retried(slurm, tmp_path):
+    counter = tmp_path / "failures"
+    fake = tmp_path / "flaky-sbatch"
+    fake.write_text(
+        textwrap.dedent(
+            """\
+            #!/bin/sh
+            n=$(cat {c} 2>/dev/null || echo 0)
+            if [ "$n" -lt 2 ]; then
+                echo $((n + 1)) > {c}
+                echo "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation" >&2
+                exit 1
+            fi
+            exec sbatch "$@"
+            """.format(c=counter)
+        )
+    )
+    fake.chmod(0o755)
+    policy = pypoolparty.commands.RetryPolicy(first_delay=0.1, deadline=30)
+    pool = pool_of(sbatch_path=str(fake), retry_policy=policy, keep_work_dir=True,
+                   work_dir=str(tmp_path / "wd"))
+    assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
+    assert counter.read_text().strip() == "2"
+    (map_dir,) = map_dirs(str(tmp_path / "wd"))
+    events = event_log.read(str(tmp_path / "wd" / map_dir / "log.jsonl"))
+    failed = [e for e in events if e["event"] == "command_failed"]
+    assert len(failed) == 2 and all(e["transient"] for e in failed)
+
+
+def test_ctrl_c_cancels_every_job_of_the_map(slurm, tmp_path):
+    name = unique_name("ctrlc")
+    script = tmp_path / "driver.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time
+            import pypoolparty.slurm.array
+
+            pool = pypoolparty.slurm.array.Pool(
+                processes=2, job_name={name!r},
+                sbatch_options={{"time": "00:10:00"}}, polling_interval=1.0,
+            )
+            pool.map(time.sleep, [300] * 6, chunksize=1)
+            """.format(name=name)
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(tmp_path),
+    )
+    try:
+        running = lambda: any(s == "RUNNING" for _, s in squeue_names(name))
+        assert wait_until(running, timeout=60), "the map never started running"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "KeyboardInterrupt" in stderr
+    assert wait_until(lambda: squeue_names(name) == [], timeout=10)
+
+
+# ---------------------------------------------------------------- arrays
+def test_processes_caps_running_tasks(slurm, tmp_path):
+    wd = tmp_path / "wd"
+    pool = pool_of(processes=1, work_dir=str(wd), keep_work_dir=True)
+    assert len(pool.map(slurm_env_of_job, range(4), chunksize=1)) == 4
+    (map_dir,) = map_dirs(str(wd))
+    events = event_log.read(str(wd / map_dir / "log.jsonl"))
+    sbatch = [e["argv"] for e in events if e["event"] == "command" and "--parsable" in e["argv"]]
+    assert len(sbatch) == 1
+    assert "--array=0-0%1" in sbatch[0]
+
+
+def test_processes_must_be_positive():
+    with pytest.raises(ValueError):
+        Pool(processes=0)
+    with pytest.raises(ValueError):
+        Pool(processes=-3)
+
+
+def test_more_workers_than_max_array_size_are_split_over_arrays(slurm, tmp_path):
+    max_array_size = int(
+        subprocess.run(
+            ["scontrol", "show", "config"], stdout=subprocess.PIPE, text=True, check=True
+        ).stdout.split("MaxArraySize")[1].split("=")[1].split()[0]
+    )
+    num = max_array_size + 5
+    wd = tmp_path / "wd"
+    pool = pool_of(processes=num, work_dir=str(wd), keep_work_dir=True)
+    assert pool.map(square, range(num), chunksize=1) == [i * i for i in range(num)]
+    (map_dir,) = map_dirs(str(wd))
+    events = event_log.read(str(wd / map_dir / "log.jsonl"))
+    sbatch = [e["argv"] for e in events if e["event"] == "command" and "--parsable" in e["argv"]]
+    arrays = sorted(a for argv in sbatch for a in argv if a.startswith("--array="))
+    assert arrays == [
+        "--array=0-{:d}%{:d}".format(max_array_size - 1, max_array_size),
+        "--array=0-4%5",
+    ]
+    (submitted,) = [e["workers"] for e in events if e["event"] == "submitted"]
+    assert len(submitted) == num
+    assert len({w.split("_")[0] for w in submitted}) == 2
+
+
+def test_sbatch_options_pass_through(slurm):
+    with pool_of(sbatch_options={"time": "00:07:00", "cpus-per-task": 1, "exclusive": True}) as pool:
+        (text,) = pool.map(job_limits, [0])
+    assert "TimeLimit=00:07:00" in text
+    assert "OverSubscribe=NO" in text
+
+
+def test_legacy_keywords_of_0_3_still_work(slurm, tmp_path):
+    pool = Pool(
+        num_simultaneously_running_tasks=2,
+        python_path=sys.executable,
+        polling_interval=1.0,
+        work_dir=str(tmp_path / "legacy"),
+        keep_work_dir=False,
+        verbose=False,
+        slurm_call_timeout=30.0,
+        max_num_resubmissions=2,
+        sbatch_path="sbatch",
+        squeue_path="squeue",
+        scancel_path="scancel",
+    )
+    assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
+
+
+# --------------------------------------------------------------- work dir
+def test_default_work_dir_is_new_private_and_removed_after_success(slurm, tmp_path, monkeypatch):
+    monkeypatch.delenv("PYPOOLPARTY_WORK_DIR", raising=False)
+    pool = pool_of(keep_work_dir=False)
+    before = set(os.listdir(tmp_path))
+    result = pool.map_async(square, range(20))
+    made = set(os.listdir(tmp_path)) - before
+    assert len(made) == 1
+    root = tmp_path / made.pop()
+    (map_dir,) = map_dirs(str(root))
+    assert stat.S_IMODE(os.stat(root).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(root / map_dir).st_mode) == 0o700
+    assert result.get(timeout=120) == [i * i for i in range(20)]
+    assert not root.exists()
+
+
+def test_work_dir_env_variable(slurm, tmp_path, monkeypatch):
+    base = tmp_path / "scratch"
+    base.mkdir()
+    monkeypatch.setenv("PYPOOLPARTY_WORK_DIR", str(base))
+    pool = pool_of(keep_work_dir=True)
+    assert pool.map(square, [2]) == [4]
+    (root,) = os.listdir(base)
+    assert len(map_dirs(str(base / root))) == 1
+
+
+def test_result_files_are_private(slurm, tmp_path):
+    wd = tmp_path / "wd"
+    pool = pool_of(work_dir=str(wd), keep_work_dir=True)
+    pool.map(square, range(10))
+    (map_dir,) = map_dirs(str(wd))
+    for dirpath, dirnames, filenames in os.walk(wd / map_dir):
+        for d in dirnames:
+            assert stat.S_IMODE(os.stat(os.path.join(dirpath, d)).st_mode) == 0o700
+        for f in filenames:
+            mode = stat.S_IMODE(os.stat(os.path.join(dirpath, f)).st_mode)
+            assert mode & 0o077 == 0, (f, oct(mode))
+
+
+def test_files_per_map_do_not_grow_with_the_number_of_jobs(slurm, tmp_path):
+    counts = []
+    for num_jobs in (100, 5000):
+        wd = tmp_path / "wd{:d}".format(num_jobs)
+        pool = pool_of(processes=2, work_dir=str(wd), keep_work_dir=True)
+        assert pool.map(square, range(num_jobs)) == [i * i for i in range(num_jobs)]
+        (map_dir,) = map_dirs(str(wd))
+        counts.append(sum(len(f) for _, _, f in os.walk(wd / map_dir)))
+    assert counts[0] == counts[1]
+    assert counts[0] < 40
+
+
+def test_unsafe_work_dir_is_refused(slurm, tmp_path):
+    wd = tmp_path / "open"
+    wd.mkdir()
+    wd.chmod(0o777)
+    pool = pool_of(work_dir=str(wd))
+    with pytest.raises(errors.WorkDirError, match="chmod go-w"):
+        pool.map(square, [1])
