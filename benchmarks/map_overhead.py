@@ -1,0 +1,125 @@
+"""
+How much pypoolparty.slurm.array.Pool adds on top of the work itself.
+
+Runs, in one process and on one SLURM cluster:
+
+(a) 100 trivial jobs: wall time (first map of a new pool, and a repeat);
+(b) 200 jobs of 0.5 s: wall time / ideal (N * t / slots) and
+    / multiprocessing.Pool(slots) on the same jobs;
+(c) 20 000 trivial jobs: wall time;
+(d) sbatch and squeue calls and files created per map, for several N.
+
+    python benchmarks/map_overhead.py             # starts a private local cluster
+    python benchmarks/map_overhead.py --running   # uses the cluster of $SLURM_CONF
+"""
+import argparse
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pypoolparty.slurm.array
+from pypoolparty import event_log
+
+SBATCH_OPTIONS = {"time": "00:30:00"}
+
+
+def trivial(x):
+    return x
+
+
+def sleep_half_a_second(x):
+    time.sleep(0.5)
+    return x
+
+
+def cluster_cpus():
+    out = subprocess.run(
+        ["sinfo", "--noheader", "--format=%C"], stdout=subprocess.PIPE, text=True, check=True
+    ).stdout
+    return sum(int(line.split("/")[3]) for line in out.split())
+
+
+def timed(func, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = func(*args, **kwargs)
+    return time.perf_counter() - t0, out
+
+
+def new_pool(**kwargs):
+    kwargs.setdefault("sbatch_options", dict(SBATCH_OPTIONS))
+    return pypoolparty.slurm.array.Pool(**kwargs)
+
+
+def map_costs(num_jobs, work_root):
+    """(sbatch calls, squeue calls, other calls, files) of one map of num_jobs."""
+    wd = os.path.join(work_root, "n{:d}".format(num_jobs))
+    pool = new_pool(work_dir=wd, keep_work_dir=True)
+    assert pool.map(trivial, range(num_jobs)) == list(range(num_jobs))
+    (map_dir,) = os.listdir(wd)
+    events = event_log.read(os.path.join(wd, map_dir, "log.jsonl"))
+    calls = [os.path.basename(e["argv"][0]) for e in events if e["event"] == "command"]
+    files = sum(len(f) for _, _, f in os.walk(os.path.join(wd, map_dir)))
+    shutil.rmtree(wd)
+    return calls.count("sbatch"), calls.count("squeue"), len(calls), files
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--running", action="store_true", help="use the cluster of $SLURM_CONF")
+    args = parser.parse_args()
+
+    cluster = None
+    if not args.running:
+        from pypoolparty.local_cluster.slurm import LocalSlurmCluster
+
+        cluster = LocalSlurmCluster(directory=tempfile.mkdtemp(prefix="ppp-bench-slurm-"))
+        cluster.start()
+        os.environ["SLURM_CONF"] = cluster.slurm_conf
+    work_root = tempfile.mkdtemp(prefix="ppp-bench-work-")
+    os.chdir(work_root)
+    try:
+        slots = cluster_cpus()
+        print("cluster: {:d} CPU slots; python {:s}".format(slots, sys.version.split()[0]))
+        print()
+
+        t_cold, _ = timed(new_pool().map, trivial, range(100))
+        pool = new_pool()
+        pool.map(trivial, range(10))
+        t_warm, _ = timed(pool.map, trivial, range(100))
+        print("(a) 100 trivial jobs:      {:6.2f} s new pool, {:6.2f} s warm pool   (target <= 2 s)".format(t_cold, t_warm))
+
+        n, t = 200, 0.5
+        ideal = n * t / slots
+        t_ppp, _ = timed(new_pool().map, sleep_half_a_second, range(n))
+        with multiprocessing.Pool(slots) as mp:
+            t_mp, _ = timed(mp.map, sleep_half_a_second, range(n))
+        print(
+            "(b) 200 jobs x 0.5 s:       {:6.2f} s = {:.3f} x ideal ({:.1f} s), "
+            "{:.3f} x multiprocessing.Pool({:d}) ({:.2f} s)   (target <= 1.05 x ideal)".format(
+                t_ppp, t_ppp / ideal, ideal, t_ppp / t_mp, slots, t_mp
+            )
+        )
+
+        t_big, out = timed(new_pool().map, trivial, range(20000))
+        assert out == list(range(20000))
+        with multiprocessing.Pool(slots) as mp:
+            t_mp_big, _ = timed(mp.map, trivial, range(20000))
+        print("(c) 20 000 trivial jobs:   {:6.2f} s   (multiprocessing.Pool: {:.2f} s; target <= 5 s)".format(t_big, t_mp_big))
+
+        print("(d) per map:    jobs   sbatch   squeue   all calls   files")
+        for num in (10, 1000, 20000):
+            sb, sq, allc, files = map_costs(num, work_root)
+            print("             {:7d}   {:6d}   {:6d}   {:9d}   {:5d}".format(num, sb, sq, allc, files))
+    finally:
+        os.chdir("/")
+        shutil.rmtree(work_root, ignore_errors=True)
+        if cluster is not None:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
