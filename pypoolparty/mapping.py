@@ -404,8 +404,13 @@ class MapRun:
         for c in chunks:
             r = range(self.chunk_starts[c], self.chunk_starts[c + 1])
             jobs.extend(r)
+            which = (
+                "job {:d}".format(r.start)
+                if len(r) == 1
+                else "jobs {:d} to {:d}".format(r.start, r.stop - 1)
+            )
             lines.append(
-                "jobs {:d} to {:d} (chunk {:d}):\n  ".format(r.start, r.stop - 1, c)
+                "{:s} (chunk {:d}):\n  ".format(which, c)
                 + "\n  ".join(self.loss_reports.get(c, []))
             )
         msg = (
