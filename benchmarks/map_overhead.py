@@ -3,11 +3,14 @@ How much pypoolparty.slurm.array.Pool adds on top of the work itself.
 
 Runs, in one process and on one SLURM cluster:
 
-(a) 100 trivial jobs: wall time (first map of a new pool, and a repeat);
+(a) 100 trivial jobs: wall time (a new pool each time, and one pool);
 (b) 200 jobs of 0.5 s: wall time / ideal (N * t / slots) and
     / multiprocessing.Pool(slots) on the same jobs;
 (c) 20 000 trivial jobs: wall time;
 (d) sbatch and squeue calls and files created per map, for several N.
+
+Before measuring it waits for one trivial job, so that a just-started
+cluster's first scheduling pass is not counted.
 
     python benchmarks/map_overhead.py             # starts a private local cluster
     python benchmarks/map_overhead.py --running   # uses the cluster of $SLURM_CONF
@@ -41,6 +44,16 @@ def cluster_cpus():
         ["sinfo", "--noheader", "--format=%C"], stdout=subprocess.PIPE, text=True, check=True
     ).stdout
     return sum(int(line.split("/")[3]) for line in out.split())
+
+
+REPEATS = 5
+
+
+def spread(seconds):
+    s = sorted(seconds)
+    return "median {:5.2f} s (min {:.2f}, max {:.2f}, {:d} runs)".format(
+        s[len(s) // 2], s[0], s[-1], len(s)
+    )
 
 
 def timed(func, *args, **kwargs):
@@ -82,15 +95,21 @@ def main():
     work_root = tempfile.mkdtemp(prefix="ppp-bench-work-")
     os.chdir(work_root)
     try:
+        # A freshly started slurmctld makes its first scheduling pass about
+        # 3 s after it starts: wait for one job so that boot is not counted.
+        subprocess.run(
+            ["sbatch", "--wait", "--quiet", "--time=1", "--output=/dev/null", "--wrap=true"],
+            check=True,
+        )
         slots = cluster_cpus()
         print("cluster: {:d} CPU slots; python {:s}".format(slots, sys.version.split()[0]))
         print()
 
-        t_cold, _ = timed(new_pool().map, trivial, range(100))
+        cold = [timed(new_pool().map, trivial, range(100))[0] for _ in range(REPEATS)]
         pool = new_pool()
-        pool.map(trivial, range(10))
-        t_warm, _ = timed(pool.map, trivial, range(100))
-        print("(a) 100 trivial jobs:      {:6.2f} s new pool, {:6.2f} s warm pool   (target <= 2 s)".format(t_cold, t_warm))
+        warm = [timed(pool.map, trivial, range(100))[0] for _ in range(REPEATS)]
+        print("(a) 100 trivial jobs, new pool:  {:s}   (target <= 2 s)".format(spread(cold)))
+        print("    100 trivial jobs, same pool: {:s}".format(spread(warm)))
 
         n, t = 200, 0.5
         ideal = n * t / slots
@@ -98,17 +117,20 @@ def main():
         with multiprocessing.Pool(slots) as mp:
             t_mp, _ = timed(mp.map, sleep_half_a_second, range(n))
         print(
-            "(b) 200 jobs x 0.5 s:       {:6.2f} s = {:.3f} x ideal ({:.1f} s), "
+            "(b) 200 jobs x 0.5 s: {:6.2f} s = {:.3f} x ideal ({:.1f} s), "
             "{:.3f} x multiprocessing.Pool({:d}) ({:.2f} s)   (target <= 1.05 x ideal)".format(
                 t_ppp, t_ppp / ideal, ideal, t_ppp / t_mp, slots, t_mp
             )
         )
 
-        t_big, out = timed(new_pool().map, trivial, range(20000))
-        assert out == list(range(20000))
+        big = []
+        for _ in range(REPEATS):
+            t_big, out = timed(new_pool().map, trivial, range(20000))
+            assert out == list(range(20000))
+            big.append(t_big)
         with multiprocessing.Pool(slots) as mp:
             t_mp_big, _ = timed(mp.map, trivial, range(20000))
-        print("(c) 20 000 trivial jobs:   {:6.2f} s   (multiprocessing.Pool: {:.2f} s; target <= 5 s)".format(t_big, t_mp_big))
+        print("(c) 20 000 trivial jobs:         {:s}   (target <= 5 s; multiprocessing.Pool: {:.2f} s)".format(spread(big), t_mp_big))
 
         print("(d) per map:    jobs   sbatch   squeue   all calls   files")
         for num in (10, 1000, 20000):

@@ -34,6 +34,7 @@ class EventLog:
     def __init__(self, path: typing.Optional[str] = None, verbose: bool = False):
         self.path = path
         self._loggers = []
+        self._buffer: typing.Optional[typing.List[typing.Tuple[str, int, dict]]] = None
         if path is not None:
             self._loggers.append(
                 json_line_logger.LoggerFile(path=path, name="pypoolparty:" + path)
@@ -45,8 +46,23 @@ class EventLog:
                 )
             )
 
+    @classmethod
+    def buffer(cls, verbose: bool = False) -> "EventLog":
+        """A log that keeps its events until :meth:`replay_into` a file's log."""
+        log = cls(None, verbose=verbose)
+        log._buffer = []
+        return log
+
+    def replay_into(self, other: "EventLog") -> None:
+        """Write the buffered events into ``other`` (time is of the replay)."""
+        for name, level, fields in self._buffer or []:
+            other.event(name, level=level, replayed=True, **fields)
+        self._buffer = []
+
     def event(self, name: str, level: int = logging.INFO, **fields) -> None:
         """Log the event ``name`` with ``fields`` (JSON-able or str()-able)."""
+        if self._buffer is not None:
+            self._buffer.append((name, level, fields))
         if not self._loggers:
             return
         record = {"event": name}

