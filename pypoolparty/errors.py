@@ -22,6 +22,7 @@ __all__ = [
     "SchedulerUnavailableError",
     "JobsLostError",
     "WorkDirError",
+    "CancelledError",
 ]
 
 
@@ -103,3 +104,11 @@ class JobsLostError(PoolError):
 
 class WorkDirError(PermissionError):
     """The work dir cannot be used safely (owner, permissions, location)."""
+
+
+class CancelledError(PoolError):
+    """The work behind a result was cancelled (``terminate()``, Ctrl-C).
+
+    Raised by ``get()`` of results whose jobs the pool cancelled, so that
+    nobody waits forever for them.
+    """

@@ -32,9 +32,16 @@ ENDED_POLLS_TO_CONFIRM = 2
 
 
 class ResultSink(typing.Protocol):
-    """Where a map's results go (a map's AsyncResult, an imap iterator)."""
+    """Where a map's results go (a map's AsyncResult, an imap iterator, ...).
 
-    def chunk_done(self, chunk: int, first_job: int, values: list) -> None:
+    ``chunk_done`` gets, for each job of the chunk in order, ``(True, value)``
+    or ``(False, exception)``; the exception carries the remote traceback as
+    its ``__cause__``.
+    """
+
+    def chunk_done(
+        self, chunk: int, first_job: int, results: typing.List[typing.Tuple[bool, typing.Any]]
+    ) -> None:
         ...
 
     def completed(self) -> None:
@@ -90,6 +97,9 @@ class MapRun:
         First job of each chunk, plus the number of jobs.
     num_workers : int
         Workers to start at first.
+    stop_on_failure : bool
+        True: the first job that raises ends the map (``map``). False: each
+        failure goes to the sink and the other jobs go on (``imap``, apply).
     scheduler : Scheduler
         The adapter used to submit and cancel.
     settings : MapSettings
@@ -109,6 +119,7 @@ class MapRun:
         settings: MapSettings,
         sink: ResultSink,
         log: EventLog,
+        stop_on_failure: bool = True,
     ):
         self.work_dir = work_dir
         self.chunk_starts = chunk_starts
@@ -117,6 +128,7 @@ class MapRun:
         self.settings = settings
         self.sink = sink
         self.log = log
+        self.stop_on_failure = stop_on_failure
         self.lock = threading.RLock()
         self.active = True
         self.cancel_requested = False
@@ -129,7 +141,7 @@ class MapRun:
         self.workers: typing.Dict[str, WorkerRecord] = {}
         self.submissions: typing.List[Submission] = []
         self.unproductive_in_a_row = 0
-        self.to_submit = num_workers
+        self._wanted = num_workers
 
     # ------------------------------------------------------------ queries
     @property
@@ -147,12 +159,16 @@ class MapRun:
         return sum(1 for r in self.workers.values() if r.status.state.is_alive)
 
     # --------------------------------------------------------- submitting
-    def submit_if_needed(self) -> None:
-        """Start the workers decided on in the last round."""
+    def wanted_workers(self) -> int:
+        """Workers this map would start now, if the pool's budget allows."""
         with self.lock:
-            if not self.active or self.to_submit <= 0:
+            return self._wanted if self.active else 0
+
+    def submit(self, num: int) -> None:
+        """Start ``num`` workers (the supervisor decides how many)."""
+        with self.lock:
+            if not self.active or num <= 0:
                 return
-            num = self.to_submit
             request = SubmitRequest(
                 num_workers=num,
                 max_running=self.settings.processes,
@@ -168,7 +184,7 @@ class MapRun:
             except errors.SchedulerCommandError as err:
                 self.fail(err, cancel=True)
                 return
-            self.to_submit = 0
+            self._wanted = max(0, self._wanted - len(ids))
             index = len(self.submissions)
             self.submissions.append(Submission(worker_ids=list(ids)))
             for wid in ids:
@@ -211,33 +227,43 @@ class MapRun:
         worker = self.workers.get(result.worker_id)
         if worker is not None:
             self.submissions[worker.submission].productive = True
-        failure = result.failure
-        if failure is not None:
-            position, fail = failure
+        pairs = []
+        for position, outcome in enumerate(result.outcomes):
+            if outcome.ok:
+                pairs.append((True, outcome.value))
+                continue
             job = self.chunk_starts[chunk] + position
-            self.log.event(
-                "job_raised",
-                job=job,
-                chunk=chunk,
-                worker=result.worker_id,
-                exception=repr(fail.exception),
-            )
-            note = (
-                "pypoolparty: job {:d} of the map raised this in worker {:s}; "
-                "the map's other jobs were cancelled. Work dir kept: {:s} "
-                "(log: {:s}).".format(
-                    job, result.worker_id, self.work_dir.path, self.work_dir.log_path
-                )
-            )
-            exc = fail.exception
-            exc.__cause__ = errors.RemoteTraceback(
-                '\n"""\n{:s}"""\n{:s}'.format(fail.traceback, note)
-            )
-            self.fail(exc, cancel=True, keep=True)
-            return False
-        values = [o.value for o in result.outcomes]
-        self._to_sink(self.sink.chunk_done, chunk, self.chunk_starts[chunk], values)
+            exc = self._remote_exception(job, result.worker_id, outcome.failure)
+            if self.stop_on_failure:
+                self.fail(exc, cancel=True, keep=True)
+                return False
+            pairs.append((False, exc))
+        self._to_sink(self.sink.chunk_done, chunk, self.chunk_starts[chunk], pairs)
         return True
+
+    def _remote_exception(
+        self, job: int, worker_id: str, failure: outcomes.Failure
+    ) -> BaseException:
+        """The job's exception, its remote traceback attached as cause."""
+        self.log.event(
+            "job_raised",
+            job=job,
+            worker=worker_id,
+            exception=repr(failure.exception),
+        )
+        note = "pypoolparty: job {:d} raised this in worker {:s}".format(job, worker_id)
+        if self.stop_on_failure:
+            note += (
+                "; the map's other jobs were cancelled. Work dir kept: {:s} "
+                "(log: {:s}).".format(self.work_dir.path, self.work_dir.log_path)
+            )
+        else:
+            note += "."
+        exc = failure.exception
+        exc.__cause__ = errors.RemoteTraceback(
+            '\n"""\n{:s}"""\n{:s}'.format(failure.traceback, note)
+        )
+        return exc
 
     # ------------------------------------------------------ scheduler poll
     def apply_states(self, statuses: typing.Mapping[str, WorkerStatus]) -> None:
@@ -384,11 +410,10 @@ class MapRun:
         )
         wanted = min(self.settings.processes, unclaimed)
         deficit = wanted - self.num_alive_workers()
-        if deficit > 0:
-            self.to_submit = deficit
-            self.log.event(
-                "resubmit", workers=deficit, unclaimed_chunks=unclaimed
-            )
+        deficit = max(0, deficit)
+        if deficit > 0 and deficit != self._wanted:
+            self.log.event("resubmit", workers=deficit, unclaimed_chunks=unclaimed)
+        self._wanted = deficit
 
     # ---------------------------------------------------------------- ends
     def _unfinished_jobs(self) -> typing.List[int]:
@@ -474,6 +499,13 @@ class MapRun:
             self.log.warning("cancelled", reason=reason, work_dir=self.work_dir.path)
             self._cancel_all_workers()
             self._close(keep=True)
+            self._to_sink(
+                self.sink.failed,
+                errors.CancelledError(
+                    "pypoolparty: {:s}; the map's jobs were cancelled. Work dir "
+                    "kept: {:s}".format(reason, self.work_dir.path)
+                ),
+            )
 
     def _cancel_all_workers(self) -> None:
         ids = [w for w, r in self.workers.items() if not r.confirmed_ended]

@@ -12,6 +12,7 @@ import os
 import site
 import sys
 import threading
+import time
 import typing
 import uuid
 import warnings
@@ -21,8 +22,10 @@ import cloudpickle
 
 from . import chunking, errors
 from .async_result import AsyncResult
+from .calling import CallSpec, CallStyle
 from .event_log import EventLog
 from .mapping import MapRun, MapSettings
+from .results import ApplyBatch, ApplyResult, IMapIterator, MapResult
 from .scheduling import Scheduler
 from .supervisor import PollIntervals, Supervisor
 from .workdir import WorkDir, make_private_dir
@@ -31,6 +34,11 @@ RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
 #: Environment variable naming where default work dirs are made.
 WORK_DIR_ENV = "PYPOOLPARTY_WORK_DIR"
+
+#: apply_async calls are gathered into one map until none came for this long ...
+APPLY_QUIET_SECONDS = 0.05
+#: ... or the oldest waits this long.
+APPLY_MAX_WAIT_SECONDS = 0.5
 
 _live_pools: "weakref.WeakSet[ClusterPool]" = weakref.WeakSet()
 
@@ -42,40 +50,17 @@ def _terminate_live_pools() -> None:
         pool.terminate()
 
 
-class MapResult(AsyncResult):
-    """The AsyncResult of ``map_async``: a list once every chunk is in."""
-
-    def __init__(self, num_jobs: int, callback=None, error_callback=None):
-        super().__init__(callback, error_callback, on_abandon=self._abandon)
-        self._values: typing.List[typing.Any] = [None] * num_jobs
-        self.run: typing.Optional[MapRun] = None
-
-    def _abandon(self) -> None:
-        if self.run is not None:
-            self.run.cancel("the caller stopped waiting (interrupt or exception)")
-
-    # ResultSink
-    def chunk_done(self, chunk: int, first_job: int, values: list) -> None:
-        self._values[first_job : first_job + len(values)] = values
-
-    def completed(self) -> None:
-        self._set(True, self._values)
-
-    def failed(self, exc: BaseException) -> None:
-        self._set(False, exc)
-
-
-def _pickle_function(func, star: bool, initializer, initargs) -> bytes:
+def _pickle_spec(spec: CallSpec) -> bytes:
     try:
-        return cloudpickle.dumps((func, star, initializer, tuple(initargs)))
+        return cloudpickle.dumps(spec)
     except Exception as exc:
-        what = "func {!r}".format(func)
+        what = "func {!r}".format(spec.funcs[0] if len(spec.funcs) == 1 else spec.funcs)
         try:
-            cloudpickle.dumps(func)
+            cloudpickle.dumps(spec.funcs)
         except Exception:
             pass
         else:
-            what = "initializer {!r} or its initargs".format(initializer)
+            what = "initializer {!r} or its initargs".format(spec.initializer)
         raise errors.NotPicklableError(
             "pypoolparty: {:s} cannot be pickled, so it cannot be sent to the "
             "cluster ({:s}: {}). Nothing was submitted.".format(
@@ -99,9 +84,10 @@ def _pickle_chunks(jobs: list, starts: typing.List[int]) -> typing.List[bytes]:
                     index = starts[c] + i
                     break
             raise errors.NotPicklableError(
-                "pypoolparty: job {:d} of the map cannot be pickled, so it "
-                "cannot be sent to the cluster ({:s}: {}). Nothing was "
-                "submitted.".format(index, type(exc).__name__, exc)
+                "pypoolparty: job {:d} cannot be pickled, so it cannot be sent "
+                "to the cluster ({:s}: {}). Nothing was submitted.".format(
+                    index, type(exc).__name__, exc
+                )
             ) from exc
     return out
 
@@ -121,14 +107,25 @@ def _worker_env() -> typing.Dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(parts)}
 
 
+def _read_jobs(iterable: typing.Iterable) -> typing.Tuple[list, typing.Optional[BaseException]]:
+    """All jobs, and the exception that stopped the iterable, if one did."""
+    jobs = []
+    try:
+        for job in iterable:
+            jobs.append(job)
+    except Exception as exc:
+        return jobs, exc
+    return jobs, None
+
+
 class ClusterPool:
     """A pool whose workers are jobs of a cluster's scheduler.
 
     Parameters
     ----------
     processes : int or None
-        At most this many workers run at once. None: the scheduler's
-        default (e.g. the CPUs of the partition).
+        At most this many workers of the pool run at once, over all its
+        maps. None: the scheduler's default (e.g. the CPUs of the partition).
     initializer : callable or None
         Called as ``initializer(*initargs)`` once in each worker.
     initargs : tuple
@@ -191,17 +188,25 @@ class ClusterPool:
         self._initargs = tuple(initargs)
         self._maxtasksperchild = maxtasksperchild
         self.scheduler = scheduler
-        self._work_dir = None if work_dir is None else os.path.abspath(work_dir)
         self._root_is_ours = work_dir is None
-        self._root: typing.Optional[str] = self._work_dir
+        self._root: typing.Optional[str] = (
+            None if work_dir is None else os.path.abspath(work_dir)
+        )
         self._python_path = python_path or sys.executable
         self._max_num_resubmissions = int(max_num_resubmissions)
         self._keep_work_dir = bool(keep_work_dir)
         self._verbose = bool(verbose)
         self._name = name
         self._lock = threading.RLock()
+        self._applies: typing.List[tuple] = []
+        self._applies_first = 0.0
+        self._applies_last = 0.0
+        flush = weakref.WeakMethod(self._flush_applies)
         self._supervisor = Supervisor(
-            scheduler, PollIntervals(scheduler=float(polling_interval)), name
+            scheduler,
+            PollIntervals(scheduler=float(polling_interval)),
+            name,
+            before_round=lambda: bool(flush() and flush()()),
         )
         self._state = RUN
         _live_pools.add(self)
@@ -210,8 +215,8 @@ class ClusterPool:
         return "<{}.{} state={} processes={} scheduler={}>".format(
             self.__class__.__module__,
             self.__class__.__qualname__,
-            self._state,
-            self._processes,
+            getattr(self, "_state", None),
+            getattr(self, "_processes", None),
             self.scheduler.name,
         )
 
@@ -228,14 +233,13 @@ class ClusterPool:
 
     def _new_work_dir(self) -> WorkDir:
         with self._lock:
-            if self._root is None or (self._root_is_ours and not os.path.isdir(self._root)):
-                if self._root is None:
-                    parent = os.environ.get(WORK_DIR_ENV) or os.getcwd()
-                    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-                    self._root = os.path.join(
-                        os.path.abspath(parent),
-                        "pypoolparty-{:s}-{:s}".format(stamp, uuid.uuid4().hex[:6]),
-                    )
+            if self._root is None:
+                parent = os.environ.get(WORK_DIR_ENV) or os.getcwd()
+                stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+                self._root = os.path.join(
+                    os.path.abspath(parent),
+                    "pypoolparty-{:s}-{:s}".format(stamp, uuid.uuid4().hex[:6]),
+                )
             make_private_dir(self._root)
             return WorkDir.create(self._root)
 
@@ -248,24 +252,19 @@ class ClusterPool:
                 except OSError:
                     pass
 
-    def _start_map(
+    def _start_run(
         self,
-        func: typing.Callable,
-        iterable: typing.Iterable,
+        spec: CallSpec,
+        jobs: list,
         chunksize: typing.Optional[int],
-        star: bool,
-        callback=None,
-        error_callback=None,
-    ) -> MapResult:
-        self._check_running()
-        jobs = list(iterable)
-        if chunksize is not None and chunksize < 1:
-            raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
-        result = MapResult(len(jobs), callback, error_callback)
-        if not jobs:
-            result.completed()
-            return result
-        func_pickle = _pickle_function(func, star, self._initializer, self._initargs)
+        sink,
+    ) -> None:
+        """Write a map's inputs and hand it to the supervisor.
+
+        Raises NotPicklableError (before anything is written) and the
+        scheduler's errors while finding the default number of processes.
+        """
+        spec_pickle = _pickle_spec(spec)
         # Scheduler calls made before the map's log exists go into it later.
         setup_log = EventLog.buffer()
         processes = self._resolve_processes(setup_log)
@@ -278,14 +277,15 @@ class ClusterPool:
             "map",
             scheduler=self.scheduler.name,
             work_dir=work_dir.path,
+            call_style=spec.style.value,
             num_jobs=plan.num_jobs,
             num_chunks=plan.num_chunks,
             num_workers=plan.num_workers,
             processes=processes,
-            func=repr(func),
+            funcs=[repr(f) for f in spec.funcs[:5]],
         )
         work_dir.write_inputs(
-            func_pickle=func_pickle,
+            func_pickle=spec_pickle,
             chunk_pickles=chunk_pickles,
             chunk_starts=plan.chunk_starts,
             sys_path=_driver_sys_path(),
@@ -299,21 +299,130 @@ class ClusterPool:
             env=_worker_env(),
             name=self._name,
         )
-        sink = _TidyingSink(result, self._tidy_root)
         run = MapRun(
             work_dir=work_dir,
             chunk_starts=plan.chunk_starts,
             num_workers=plan.num_workers,
             scheduler=self.scheduler,
             settings=settings,
-            sink=sink,
+            sink=_TidyingSink(sink, self._tidy_root),
             log=log,
+            stop_on_failure=spec.stop_on_failure,
         )
-        result.run = run
+        sink.run = run
         self._supervisor.add(run)
+
+    def _spec(self, func, style: CallStyle, stop_on_failure: bool) -> CallSpec:
+        return CallSpec(
+            funcs=(func,),
+            style=style,
+            initializer=self._initializer,
+            initargs=self._initargs,
+            stop_on_failure=stop_on_failure,
+        )
+
+    def _map_async(self, func, iterable, chunksize, style, callback, error_callback):
+        self._check_running()
+        jobs = list(iterable)
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
+        result = MapResult(len(jobs), callback, error_callback)
+        if not jobs:
+            result.completed()
+            return result
+        try:
+            self._start_run(self._spec(func, style, True), jobs, chunksize, result)
+        except Exception as exc:
+            result.failed(exc)
         return result
 
+    def _imap(self, func, iterable, chunksize, ordered: bool) -> IMapIterator:
+        self._check_running()
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
+        jobs, iterable_error = _read_jobs(iterable)
+        iterator = IMapIterator(len(jobs), ordered, iterable_error)
+        if jobs:
+            try:
+                self._start_run(self._spec(func, CallStyle.ONE, False), jobs, chunksize, iterator)
+            except Exception as exc:
+                iterator.failed(exc)
+        return iterator
+
+    def _flush_applies(self) -> bool:
+        """Run the gathered apply_async calls as one map; True if some wait."""
+        with self._lock:
+            if not self._applies:
+                return False
+            now = time.monotonic()
+            quiet = now - self._applies_last >= APPLY_QUIET_SECONDS
+            old = now - self._applies_first >= APPLY_MAX_WAIT_SECONDS
+            if not (quiet or old or self._state != RUN):
+                return True
+            applies, self._applies = self._applies, []
+        funcs: typing.List[typing.Callable] = []
+        index_of: typing.Dict[int, int] = {}
+        jobs = []
+        for func, args, kwds, _ in applies:
+            if id(func) not in index_of:
+                index_of[id(func)] = len(funcs)
+                funcs.append(func)
+            jobs.append((index_of[id(func)], args, kwds))
+        batch = ApplyBatch([r for _, _, _, r in applies])
+        spec = CallSpec(
+            funcs=tuple(funcs),
+            style=CallStyle.APPLY,
+            initializer=self._initializer,
+            initargs=self._initargs,
+            stop_on_failure=False,
+        )
+        try:
+            self._start_run(spec, jobs, None, batch)
+        except Exception as exc:
+            batch.failed(exc)
+        return False
+
     # ---------------------------------------------------------- public API
+    def apply(self, func: typing.Callable, args: tuple = (), kwds: typing.Optional[dict] = None):
+        """Call ``func(*args, **kwds)`` on the cluster and return its result."""
+        return self.apply_async(func, args, kwds).get()
+
+    def apply_async(
+        self,
+        func: typing.Callable,
+        args: tuple = (),
+        kwds: typing.Optional[dict] = None,
+        callback: typing.Optional[typing.Callable] = None,
+        error_callback: typing.Optional[typing.Callable] = None,
+    ) -> AsyncResult:
+        """Start ``func(*args, **kwds)``; return an AsyncResult at once.
+
+        Calls made in quick succession run together as one map (one
+        submission), each with its own result.
+        """
+        self._check_running()
+        kwds = {} if kwds is None else dict(kwds)
+        result = ApplyResult(callback, error_callback)
+        try:
+            cloudpickle.dumps((func, args, kwds))
+        except Exception as exc:
+            result._set(
+                False,
+                errors.NotPicklableError(
+                    "pypoolparty: func {!r} or its arguments cannot be pickled "
+                    "({:s}: {}). Nothing was submitted.".format(func, type(exc).__name__, exc)
+                ),
+            )
+            return result
+        with self._lock:
+            now = time.monotonic()
+            if not self._applies:
+                self._applies_first = now
+            self._applies_last = now
+            self._applies.append((func, tuple(args), kwds, result))
+        self._supervisor.ensure_thread()
+        return result
+
     def map(
         self,
         func: typing.Callable,
@@ -326,7 +435,7 @@ class ClusterPool:
         same exception is raised here, its ``__cause__`` holding the remote
         traceback, and the map's other jobs are cancelled.
         """
-        return self._start_map(func, iterable, chunksize, star=False).get()
+        return self._map_async(func, iterable, chunksize, CallStyle.ONE, None, None).get()
 
     def starmap(
         self,
@@ -335,7 +444,7 @@ class ClusterPool:
         chunksize: typing.Optional[int] = None,
     ) -> list:
         """Like :meth:`map`, but each job is unpacked: ``func(*job)``."""
-        return self._start_map(func, iterable, chunksize, star=True).get()
+        return self._map_async(func, iterable, chunksize, CallStyle.STAR, None, None).get()
 
     def map_async(
         self,
@@ -346,7 +455,7 @@ class ClusterPool:
         error_callback: typing.Optional[typing.Callable] = None,
     ) -> AsyncResult:
         """Start a map and return at once; see :class:`AsyncResult`."""
-        return self._start_map(func, iterable, chunksize, False, callback, error_callback)
+        return self._map_async(func, iterable, chunksize, CallStyle.ONE, callback, error_callback)
 
     def starmap_async(
         self,
@@ -357,16 +466,47 @@ class ClusterPool:
         error_callback: typing.Optional[typing.Callable] = None,
     ) -> AsyncResult:
         """Like :meth:`map_async`, with ``func(*job)``."""
-        return self._start_map(func, iterable, chunksize, True, callback, error_callback)
+        return self._map_async(func, iterable, chunksize, CallStyle.STAR, callback, error_callback)
+
+    def imap(
+        self,
+        func: typing.Callable,
+        iterable: typing.Iterable,
+        chunksize: typing.Optional[int] = None,
+    ) -> IMapIterator:
+        """Like :meth:`map`, but yield each result, in order, once it is in.
+
+        A job that raises raises at its place in the iteration; the other
+        jobs go on. ``chunksize=None`` picks the default of :meth:`map`.
+        """
+        return self._imap(func, iterable, chunksize, ordered=True)
+
+    def imap_unordered(
+        self,
+        func: typing.Callable,
+        iterable: typing.Iterable,
+        chunksize: typing.Optional[int] = None,
+    ) -> IMapIterator:
+        """Like :meth:`imap`, but yield results in the order they finish."""
+        return self._imap(func, iterable, chunksize, ordered=False)
 
     def close(self) -> None:
-        """Accept no more work; running maps go on."""
+        """Accept no more work; what was started goes on."""
         if self._state == RUN:
             self._state = CLOSE
+            self._supervisor.wake()
 
     def terminate(self) -> None:
-        """Cancel every job of the pool still queued or running."""
+        """Cancel every job of the pool still queued or running.
+
+        Results that were not ready raise
+        :class:`~pypoolparty.errors.CancelledError`.
+        """
         self._state = TERMINATE
+        with self._lock:
+            applies, self._applies = self._applies, []
+        for _, _, _, result in applies:
+            result._set(False, errors.CancelledError("pypoolparty: the pool was terminated"))
         for run in self._supervisor.runs():
             run.cancel("the pool was terminated")
         self._supervisor.stop()
@@ -374,7 +514,7 @@ class ClusterPool:
         _live_pools.discard(self)
 
     def join(self) -> None:
-        """Wait for the pool's maps to end; call close() or terminate() first."""
+        """Wait for the pool's work to end; call close() or terminate() first."""
         if self._state == RUN:
             raise ValueError("Pool is still running")
         self._supervisor.stop()
@@ -400,16 +540,16 @@ class ClusterPool:
 class _TidyingSink:
     """Passes results on, then lets the pool remove its empty default dir."""
 
-    def __init__(self, result: MapResult, tidy: typing.Callable[[], None]):
-        self._result = result
+    def __init__(self, sink, tidy: typing.Callable[[], None]):
+        self._sink = sink
         self._tidy = tidy
 
-    def chunk_done(self, chunk: int, first_job: int, values: list) -> None:
-        self._result.chunk_done(chunk, first_job, values)
+    def chunk_done(self, chunk: int, first_job: int, results: list) -> None:
+        self._sink.chunk_done(chunk, first_job, results)
 
     def completed(self) -> None:
         self._tidy()
-        self._result.completed()
+        self._sink.completed()
 
     def failed(self, exc: BaseException) -> None:
-        self._result.failed(exc)
+        self._sink.failed(exc)

@@ -44,10 +44,17 @@ class PollIntervals:
 class Supervisor:
     """Drives the maps of one pool from a daemon thread."""
 
-    def __init__(self, scheduler: Scheduler, intervals: PollIntervals, name: str):
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        intervals: PollIntervals,
+        name: str,
+        before_round: typing.Optional[typing.Callable[[], bool]] = None,
+    ):
         self.scheduler = scheduler
         self.intervals = intervals
         self.name = name
+        self._before_round = before_round
         self._cond = threading.Condition()
         self._runs: typing.List[MapRun] = []
         self._thread: typing.Optional[threading.Thread] = None
@@ -64,6 +71,13 @@ class Supervisor:
             if not any(r.active for r in self._runs):
                 self._next_scheduler_poll = time.monotonic() + self.intervals.scheduler
             self._runs.append(run)
+        self.ensure_thread()
+
+    def ensure_thread(self) -> None:
+        """Start the thread (e.g. for work that becomes a map later)."""
+        with self._cond:
+            if self._stopping:
+                raise ValueError("Pool not running")
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="pypoolparty-" + self.name, daemon=True
@@ -91,9 +105,13 @@ class Supervisor:
     def _loop(self) -> None:
         interval = self.intervals.files_min
         while True:
+            pending = self._before_round() if self._before_round else False
             with self._cond:
                 self._runs = [r for r in self._runs if r.active]
                 if not self._runs:
+                    if pending:
+                        self._cond.wait(self.intervals.files_min)
+                        continue
                     if self._stopping:
                         return
                     self._cond.wait()
@@ -115,8 +133,7 @@ class Supervisor:
                     self._cond.wait(interval)
 
     def _round(self, runs: typing.List[MapRun]) -> bool:
-        for run in runs:
-            run.submit_if_needed()
+        self._submit(runs)
         changed = False
         for run in runs:
             changed |= run.collect()
@@ -124,6 +141,22 @@ class Supervisor:
             self._poll_scheduler([r for r in runs if r.active])
             self._next_scheduler_poll = time.monotonic() + self.intervals.scheduler
         return changed
+
+    def _submit(self, runs: typing.List[MapRun]) -> None:
+        """Start the workers the maps want, within the pool's budget.
+
+        At most ``processes`` workers of the pool are alive at once, over all
+        its maps; maps get workers in the order they were started.
+        """
+        processes = runs[0].settings.processes
+        free = processes - sum(r.num_alive_workers() for r in runs if r.active)
+        for run in runs:
+            if free <= 0:
+                return
+            num = min(run.wanted_workers(), free)
+            if num > 0:
+                run.submit(num)
+                free -= num
 
     def _poll_scheduler(self, runs: typing.List[MapRun]) -> None:
         ids = []

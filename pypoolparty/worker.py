@@ -3,12 +3,13 @@ The worker: what runs on a compute node.
 
     python -m pypoolparty.worker WORK_DIR --worker-id ID
 
-It reads the map's manifest and function, then claims chunks from the work
+It reads the map's manifest and call spec, then claims chunks from the work
 dir until none is left, runs each chunk's jobs and writes one result file per
 chunk. Workers that start early take more chunks, so jobs of uneven length
-spread over the workers as in ``multiprocessing.Pool``. The first job that
-raises ends the worker: its chunk's result carries the exception and the
-driver cancels the rest of the map.
+spread over the workers as in ``multiprocessing.Pool``. In a ``map`` the
+first job that raises ends the worker: its chunk's result carries the
+exception and the driver cancels the rest of the map. In ``imap`` and
+``apply_async`` batches every job runs and each failure travels on its own.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import sys
 import typing
 
 from . import outcomes
+from .calling import CallSpec
 from .workdir import Manifest, WorkDir
 
 
@@ -30,35 +32,42 @@ def adopt_driver_paths(manifest: Manifest) -> None:
     sys.path[:0] = missing
 
 
-def load_function(work_dir: WorkDir):
-    """(func, star, initializer, initargs) as the driver pickled them."""
-    return pickle.loads(work_dir.read_func_pickle())
+def load_spec(work_dir: WorkDir) -> CallSpec:
+    """What to call, as the driver pickled it."""
+    spec = pickle.loads(work_dir.read_func_pickle())
+    if not isinstance(spec, CallSpec):
+        raise TypeError("func.pickle does not hold a pypoolparty CallSpec")
+    return spec
 
 
 def run_chunk(
-    func: typing.Callable,
-    star: bool,
-    jobs: typing.Sequence,
-    chunk: int,
-    worker_id: str,
+    spec: CallSpec, jobs: typing.Sequence, chunk: int, worker_id: str
 ) -> outcomes.ChunkResult:
-    """Run the jobs of one chunk in order; stop at the first that raises."""
+    """Run the jobs of one chunk in order.
+
+    With ``spec.stop_on_failure`` the chunk ends at the first job that raises.
+    """
     result = outcomes.ChunkResult(chunk=chunk, worker_id=worker_id, outcomes=[])
     for job in jobs:
         try:
-            value = func(*job) if star else func(job)
+            value = spec.call(job)
         except Exception as exc:
             result.outcomes.append(outcomes.Outcome(failure=outcomes.failure_of(exc)))
-            break
+            if spec.stop_on_failure:
+                break
+            continue
         result.outcomes.append(outcomes.Outcome(value=value))
     return result
 
 
-def failed_chunk(chunk: int, worker_id: str, failure: outcomes.Failure):
+def failed_chunk(
+    chunk: int, worker_id: str, failure: outcomes.Failure, num_jobs: int
+) -> outcomes.ChunkResult:
+    """A chunk none of whose jobs could run: each gets ``failure``."""
     return outcomes.ChunkResult(
         chunk=chunk,
         worker_id=worker_id,
-        outcomes=[outcomes.Outcome(failure=failure)],
+        outcomes=[outcomes.Outcome(failure=failure)] * num_jobs,
     )
 
 
@@ -69,14 +78,14 @@ def work(work_dir: WorkDir, worker_id: str) -> int:
     id_path = work_dir.register_worker(worker_id)
 
     setup_failure = None
-    func, star = None, False
+    spec = None
     try:
-        func, star, initializer, initargs = load_function(work_dir)
-        if initializer is not None:
-            initializer(*initargs)
+        spec = load_spec(work_dir)
+        if spec.initializer is not None:
+            spec.initializer(*spec.initargs)
     except Exception as exc:
         # E.g. a module the function needs is missing on this node: the
-        # driver raises this on the first chunk instead of resubmitting.
+        # driver raises this for the chunk's jobs instead of resubmitting.
         setup_failure = outcomes.failure_of(exc)
 
     while True:
@@ -86,17 +95,20 @@ def work(work_dir: WorkDir, worker_id: str) -> int:
             if not work_dir.try_claim(chunk, id_path):
                 continue
             progressed = True
+            num_jobs = len(manifest.chunk_range(chunk))
             if setup_failure is not None:
-                result = failed_chunk(chunk, worker_id, setup_failure)
+                result = failed_chunk(chunk, worker_id, setup_failure, num_jobs)
             else:
                 try:
                     jobs = pickle.loads(work_dir.read_chunk_pickle(manifest, chunk))
                 except Exception as exc:
-                    result = failed_chunk(chunk, worker_id, outcomes.failure_of(exc))
+                    failure = outcomes.failure_of(exc)
+                    result = failed_chunk(chunk, worker_id, failure, num_jobs)
                 else:
-                    result = run_chunk(func, star, jobs, chunk, worker_id)
+                    result = run_chunk(spec, jobs, chunk, worker_id)
             work_dir.write_result(chunk, outcomes.encode(result))
-            if result.failure is not None:
+            stop = spec is None or spec.stop_on_failure
+            if result.failure is not None and stop:
                 return 0
         if not progressed:
             return 0
