@@ -10,14 +10,16 @@ import importlib
 
 from .version import __version__
 
-_SUBMODULES = ("slurm", "errors", "local_cluster")
+_SUBMODULES = ("slurm", "errors", "local", "local_cluster", "auto")
 
 
 def __getattr__(name):
+    if name in ("Pool", "which_scheduler"):
+        return getattr(importlib.import_module(".auto", __name__), name)
     if name in _SUBMODULES:
         return importlib.import_module("." + name, __name__)
     raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_SUBMODULES))
+    return sorted(list(globals()) + list(_SUBMODULES) + ["Pool", "which_scheduler"])

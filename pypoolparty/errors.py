@@ -30,10 +30,12 @@ class PoolError(RuntimeError):
     """Base of pypoolparty's own runtime errors."""
 
 
-class NotPicklableError(pickle.PicklingError):
+class NotPicklableError(pickle.PicklingError, TypeError):
     """``func``, ``initializer`` or a job cannot be pickled.
 
-    Raised by ``map`` and friends before anything is written or submitted.
+    Raised (by ``get()`` of an async call) before anything is written or
+    submitted. A ``TypeError`` too, as the stdlib's pool raises for an
+    unpicklable job.
     """
 
 

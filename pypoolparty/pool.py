@@ -535,6 +535,9 @@ class ClusterPool:
                 ResourceWarning,
                 source=self,
             )
+            # No map of this pool is active (an active one keeps it alive):
+            # let the supervisor thread end.
+            self._supervisor.stop(timeout=0)
 
 
 class _TidyingSink:

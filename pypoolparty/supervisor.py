@@ -66,19 +66,19 @@ class Supervisor:
     def add(self, run: MapRun) -> None:
         """Start driving ``run``."""
         with self._cond:
-            if self._stopping:
-                raise ValueError("Pool not running")
             if not any(r.active for r in self._runs):
                 self._next_scheduler_poll = time.monotonic() + self.intervals.scheduler
             self._runs.append(run)
         self.ensure_thread()
 
     def ensure_thread(self) -> None:
-        """Start the thread (e.g. for work that becomes a map later)."""
+        """Start the thread if it does not run (e.g. for apply_async calls).
+
+        The pool refuses new work once closed; the supervisor takes what
+        the pool gives it, also while it is stopping.
+        """
         with self._cond:
-            if self._stopping:
-                raise ValueError("Pool not running")
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="pypoolparty-" + self.name, daemon=True
                 )
@@ -123,7 +123,10 @@ class Supervisor:
             except BaseException as exc:  # never leave a caller waiting
                 for run in runs:
                     run.fail(exc, cancel=True)
-                continue
+                changed = True
+            # Ended maps must not stay referenced while the thread idles:
+            # they hold their results and, through them, the pool.
+            del runs
             if changed:
                 interval = self.intervals.files_min
             else:
