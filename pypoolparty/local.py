@@ -82,35 +82,32 @@ class Pool(multiprocessing.pool.Pool):
             initializer = _Carried(initializer)
         super().__init__(processes, initializer, initargs, maxtasksperchild, context)
 
-    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
+    def _async(self, method, func, *args, error_callback=None, **kwargs):
+        """Call the stdlib's ``method`` with ``func`` carried; a ``func``
+        that cannot be pickled gives a failed result, as in the stdlib."""
         try:
             carried = _Carried(func)
         except errors.NotPicklableError as exc:
             self._check_running()
             return _failed(exc, error_callback)
-        return super().apply_async(carried, args, kwds, callback, error_callback)
+        return method(carried, *args, error_callback=error_callback, **kwargs)
+
+    def apply_async(self, func, args=(), kwds={}, callback=None, error_callback=None):
+        return self._async(super().apply_async, func, args, kwds, callback, error_callback=error_callback)
+
+    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        return self._async(super().map_async, func, iterable, chunksize, callback, error_callback=error_callback)
+
+    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
+        return self._async(
+            super().starmap_async, func, iterable, chunksize, callback, error_callback=error_callback
+        )
 
     def map(self, func, iterable, chunksize=None):
         return super().map(_Carried(func), iterable, chunksize)
 
     def starmap(self, func, iterable, chunksize=None):
         return super().starmap(_Carried(func), iterable, chunksize)
-
-    def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
-        try:
-            carried = _Carried(func)
-        except errors.NotPicklableError as exc:
-            self._check_running()
-            return _failed(exc, error_callback)
-        return super().map_async(carried, iterable, chunksize, callback, error_callback)
-
-    def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
-        try:
-            carried = _Carried(func)
-        except errors.NotPicklableError as exc:
-            self._check_running()
-            return _failed(exc, error_callback)
-        return super().starmap_async(carried, iterable, chunksize, callback, error_callback)
 
     def imap(self, func, iterable, chunksize=1):
         return super().imap(_Carried(func), iterable, chunksize)
