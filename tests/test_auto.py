@@ -1,0 +1,56 @@
+"""pypoolparty.Pool() picks the pool of the scheduler it can reach."""
+import logging
+
+import pytest
+
+import pypoolparty
+import pypoolparty.local
+import pypoolparty.slurm.array
+
+from conftest import TEST_SBATCH_OPTIONS
+
+
+def test_slurm_where_a_controller_answers(slurm, monkeypatch, caplog):
+    monkeypatch.delenv("PYPOOLPARTY_SCHEDULER", raising=False)
+    assert pypoolparty.which_scheduler() == "slurm"
+    with caplog.at_level(logging.INFO, logger="pypoolparty"):
+        pool = pypoolparty.Pool(2, sbatch_options=dict(TEST_SBATCH_OPTIONS))
+    try:
+        assert isinstance(pool, pypoolparty.slurm.array.Pool)
+        assert pool.map(abs, [-1, -2]) == [1, 2]
+    finally:
+        pool.terminate()
+    assert "using the slurm pool" in caplog.text
+
+
+def test_local_where_no_controller_answers(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("PYPOOLPARTY_SCHEDULER", raising=False)
+    # A config naming a controller that is not running.
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(
+        "ClusterName=nowhere\nSlurmctldHost=localhost\nSlurmctldPort=1\n"
+        "NodeName=localhost CPUs=1\nPartitionName=p Nodes=localhost Default=YES\n"
+    )
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    assert pypoolparty.which_scheduler() == "local"
+    with caplog.at_level(logging.INFO, logger="pypoolparty"):
+        pool = pypoolparty.Pool(2, sbatch_options={"time": "1"})
+    with pool:
+        assert isinstance(pool, pypoolparty.local.Pool)
+        assert pool.map(lambda x: x * 2, [1, 2]) == [2, 4]
+    assert "using the local pool; ignoring sbatch_options" in caplog.text
+
+
+@pytest.mark.parametrize("name,cls", [("local", pypoolparty.local.Pool), ("slurm", pypoolparty.slurm.array.Pool)])
+def test_environment_forces_the_choice(monkeypatch, name, cls):
+    monkeypatch.setenv("PYPOOLPARTY_SCHEDULER", name)
+    assert pypoolparty.which_scheduler() == name
+    pool = pypoolparty.Pool(1)
+    pool.terminate()
+    assert isinstance(pool, cls)
+
+
+def test_unknown_forced_choice(monkeypatch):
+    monkeypatch.setenv("PYPOOLPARTY_SCHEDULER", "pbs")
+    with pytest.raises(ValueError, match="slurm, sge, local"):
+        pypoolparty.which_scheduler()
