@@ -22,13 +22,15 @@ import threading
 import traceback
 import typing
 
-from . import errors, outcomes
+from . import errors, outcomes, reaper
 from .event_log import EventLog
 from .scheduling import Scheduler, SubmitRequest, WorkerState, WorkerStatus
 from .workdir import WorkDir
 
 #: Scheduler polls that must see a worker ended before its chunks count as lost.
 ENDED_POLLS_TO_CONFIRM = 2
+#: At most this many ended workers of a map are looked up in detail (a call each).
+MAX_DESCRIBED_WORKERS = 10
 
 
 class ResultSink(typing.Protocol):
@@ -59,6 +61,8 @@ class WorkerRecord:
     submission: int
     status: WorkerStatus = WorkerStatus(WorkerState.PENDING, "SUBMITTED")
     ended_polls: int = 0
+    held_polls: int = 0
+    note: str = ""
 
     @property
     def confirmed_ended(self) -> bool:
@@ -138,6 +142,8 @@ class MapRun:
         self.num_finished = 0
         self.attempts = [0] * self.num_chunks
         self.loss_reports: typing.Dict[int, typing.List[str]] = {}
+        self.lost_states: typing.Dict[int, typing.List[str]] = {}
+        self._described: typing.Dict[str, str] = {}
         self.workers: typing.Dict[str, WorkerRecord] = {}
         self.submissions: typing.List[Submission] = []
         self.unproductive_in_a_row = 0
@@ -192,6 +198,10 @@ class MapRun:
             self.log.event("submitted", submission=index, workers=ids)
             if self.cancel_requested:
                 self._cancel_workers(ids)
+            # Should this process die without cleaning up, the reaper
+            # cancels the map's workers.
+            alive = [w for w, r in self.workers.items() if not r.confirmed_ended]
+            reaper.register(self.work_dir.path, self.scheduler.cancel_commands(alive))
 
     # ---------------------------------------------------------- collecting
     def collect(self) -> bool:
@@ -272,6 +282,7 @@ class MapRun:
             if not self.active:
                 return
             newly_ended = []
+            held = []
             for wid, rec in self.workers.items():
                 if rec.confirmed_ended:
                     continue
@@ -291,6 +302,12 @@ class MapRun:
                     rec.ended_polls += 1
                     if rec.confirmed_ended:
                         newly_ended.append(wid)
+                if status.state is WorkerState.HELD:
+                    rec.held_polls += 1
+                    if rec.held_polls == ENDED_POLLS_TO_CONFIRM:
+                        held.append(wid)
+            if held:
+                self._cancel_held(held)
             if newly_ended:
                 self.collect()
                 if not self.active:
@@ -302,6 +319,34 @@ class MapRun:
                 if not self.active:
                     return
             self._decide_submissions()
+
+    def _cancel_held(self, held: typing.List[str]) -> None:
+        """Workers stuck in an error-like pending state make way for new ones."""
+        for wid in held:
+            st = self.workers[wid].status
+            self.workers[wid].note = "held in {:s}{:s}, cancelled by pypoolparty".format(
+                st.scheduler_state, " ({:s})".format(st.reason) if st.reason else ""
+            )
+            self.log.warning(
+                "held_cancelled", worker=wid, scheduler_state=st.scheduler_state, reason=st.reason
+            )
+        self._cancel_workers(held)
+
+    def _ended_how(self, wid: str) -> str:
+        """What the scheduler says of an ended worker, for reports."""
+        rec = self.workers[wid]
+        st = rec.status
+        text = st.scheduler_state or st.state.value
+        if st.reason:
+            text += " ({:s})".format(st.reason)
+        if rec.note:
+            text += ", " + rec.note
+        if wid not in self._described and len(self._described) < MAX_DESCRIBED_WORKERS:
+            self._described[wid] = self.scheduler.describe(wid, self.log)
+        detail = self._described.get(wid, "")
+        if detail:
+            text += " [{:s}]".format(detail)
+        return text
 
     def _handle_lost_chunks(self) -> None:
         """Release chunks claimed by ended workers that left no result."""
@@ -315,13 +360,10 @@ class MapRun:
             if os.path.exists(self.work_dir.result_path(chunk)):
                 continue  # landed just now; the next collect reads it
             self.attempts[chunk] += 1
-            report = "attempt {:d}: worker {:s} ended {:s}{:s} without a result{:s}".format(
-                self.attempts[chunk],
-                wid,
-                rec.status.scheduler_state or rec.status.state.value,
-                " ({:s})".format(rec.status.reason) if rec.status.reason else "",
-                self._log_tail_note(wid),
+            report = "attempt {:d}: worker {:s} ended {:s} without a result{:s}".format(
+                self.attempts[chunk], wid, self._ended_how(wid), self._log_tail_note(wid)
             )
+            self.lost_states.setdefault(chunk, []).append(rec.status.scheduler_state)
             self.loss_reports.setdefault(chunk, []).append(report)
             self.log.warning(
                 "chunk_lost",
@@ -362,24 +404,21 @@ class MapRun:
                 in_a_row=self.unproductive_in_a_row,
             )
             if self.unproductive_in_a_row > self.settings.max_num_resubmissions:
-                reports = []
-                for wid in sub.worker_ids[:3]:
-                    st = self.workers[wid].status
-                    reports.append(
-                        "worker {:s} ended {:s}{:s}".format(
-                            wid,
-                            st.scheduler_state or st.state.value,
-                            self._log_tail_note(wid),
-                        )
+                reports = [
+                    "worker {:s} ended {:s}{:s}".format(
+                        wid, self._ended_how(wid), self._log_tail_note(wid)
                     )
+                    for wid in sub.worker_ids[:3]
+                ]
                 self.fail(
                     errors.JobsLostError(
                         "pypoolparty: {:d} submissions of workers in a row ended "
                         "without returning any result, so the pool stopped "
                         "resubmitting. The likely cause is on the compute "
-                        "nodes: the Python interpreter (python_path) or "
-                        "pypoolparty missing there, or the work dir not "
-                        "shared with them. {:s}. Work dir kept: {:s} (log: "
+                        "nodes (the Python interpreter python_path or "
+                        "pypoolparty missing there, the work dir not shared "
+                        "with them) or in the queue (the workers were held or "
+                        "cancelled). {:s}. Work dir kept: {:s} (log: "
                         "{:s}).".format(
                             self.unproductive_in_a_row,
                             "; ".join(reports),
@@ -438,15 +477,22 @@ class MapRun:
                 "{:s} (chunk {:d}):\n  ".format(which, c)
                 + "\n  ".join(self.loss_reports.get(c, []))
             )
+        hints = []
+        for c in chunks:
+            for state in self.lost_states.get(c, []):
+                hint = self.scheduler.hint(state)
+                if hint and hint not in hints:
+                    hints.append(hint)
         msg = (
             "pypoolparty: jobs were lost {:d} times, more than "
             "max_num_resubmissions={:d}: their workers ended without "
             "returning a result (killed, out of time or memory, node "
-            "failure, or cancelled).\n{:s}\nWork dir kept: {:s} (log: {:s})."
+            "failure, or cancelled).\n{:s}\n{:s}Work dir kept: {:s} (log: {:s})."
         ).format(
             self.settings.max_num_resubmissions + 1,
             self.settings.max_num_resubmissions,
             "\n".join(lines),
+            "".join("Hint: " + h + "\n" for h in hints),
             self.work_dir.path,
             self.work_dir.log_path,
         )
@@ -526,6 +572,8 @@ class MapRun:
             )
 
     def _close(self, keep: bool) -> None:
+        if self.submissions:
+            reaper.withdraw(self.work_dir.path)
         if keep:
             self.log.event("work_dir_kept", path=self.work_dir.path)
             self.log.close()

@@ -98,6 +98,8 @@ class Scheduler(abc.ABC):
 
     #: Short name used in logs and messages, e.g. ``"slurm"``.
     name: str = "scheduler"
+    #: Retry policy of every command the adapter runs.
+    policy = None
 
     @abc.abstractmethod
     def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
@@ -113,8 +115,27 @@ class Scheduler(abc.ABC):
         """
 
     @abc.abstractmethod
+    def cancel_commands(self, worker_ids: typing.Collection[str]) -> typing.List[typing.List[str]]:
+        """The command lines that cancel the given workers (few, short)."""
+
     def cancel(self, worker_ids: typing.Collection[str], log: EventLog) -> None:
-        """Cancel the given workers (one call where possible)."""
+        """Cancel the given workers."""
+        from .commands import run_command
+
+        for argv in self.cancel_commands(worker_ids):
+            run_command(argv, policy=self.policy, log=log)
+
+    def hint(self, scheduler_state: str) -> str:
+        """Advice for jobs lost in this scheduler state, or ''."""
+        return ""
+
+    def describe(self, worker_id: str, log: EventLog) -> str:
+        """More about an ended worker (exit code, node, ...), or ''.
+
+        Called only for workers that ended without a result, so it may cost
+        a scheduler call.
+        """
+        return ""
 
     def default_processes(self, log: EventLog) -> int:
         """How many workers may run at once when the user did not say."""

@@ -306,6 +306,17 @@ class WorkDir:
         write_atomic(path, worker_id.encode())
         return path
 
+    def own_unfinished_chunks(self, worker_id: str) -> typing.List[int]:
+        """Chunks claimed under ``worker_id`` that have no result.
+
+        A worker that the scheduler requeued (node failure, ``scontrol
+        requeue``) runs again under its old id and must finish these.
+        """
+        done = self.finished_chunks()
+        return sorted(
+            c for c, w in self.claims().items() if w == worker_id and c not in done
+        )
+
     def claimable_chunks(self, manifest: Manifest) -> typing.List[int]:
         """Chunks with neither a claim nor a result, in order."""
         taken = set(os.listdir(self.join(CLAIMS)))

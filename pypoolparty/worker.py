@@ -88,11 +88,15 @@ def work(work_dir: WorkDir, worker_id: str) -> int:
         # driver raises this for the chunk's jobs instead of resubmitting.
         setup_failure = outcomes.failure_of(exc)
 
+    # Chunks this worker claimed in an earlier run (it was requeued).
+    own = work_dir.own_unfinished_chunks(worker_id)
     while True:
-        candidates = work_dir.claimable_chunks(manifest)
+        candidates = own + work_dir.claimable_chunks(manifest)
         progressed = False
         for chunk in candidates:
-            if not work_dir.try_claim(chunk, id_path):
+            if chunk in own:
+                own.remove(chunk)
+            elif not work_dir.try_claim(chunk, id_path):
                 continue
             progressed = True
             num_jobs = len(manifest.chunk_range(chunk))

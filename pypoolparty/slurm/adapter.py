@@ -32,6 +32,7 @@ class SlurmCommands:
     scancel: str = "scancel"
     scontrol: str = "scontrol"
     sinfo: str = "sinfo"
+    sacct: str = "sacct"
 
 
 def format_options(options: typing.Mapping[str, typing.Any]) -> typing.List[str]:
@@ -106,6 +107,9 @@ class SlurmArrayScheduler(Scheduler):
         self.policy = policy
         self._max_array_size: typing.Optional[int] = None
         self._array_sizes: typing.Dict[str, int] = {}
+        self._accounting: typing.Optional[bool] = None
+        # Looking up the cause of a loss is worth one try, not a minute.
+        self._once = dataclasses.replace(policy, deadline=0.0, timeout=min(policy.timeout, 20.0))
 
     # ------------------------------------------------------------- limits
     def max_array_size(self, log: EventLog) -> int:
@@ -191,8 +195,61 @@ class SlurmArrayScheduler(Scheduler):
             raise
         return parsing.parse_squeue(proc.stdout)
 
+    # ------------------------------------------------------------- causes
+    def describe(self, worker_id: str, log: EventLog) -> str:
+        """State, reason, exit code and node of an ended array task.
+
+        From ``scontrol show job`` while SLURM remembers the job, else from
+        ``sacct`` where accounting exists, else ''.
+        """
+        try:
+            proc = run_command(
+                [self.commands.scontrol, "show", "job", worker_id],
+                policy=self._once,
+                log=log,
+            )
+            return parsing.describe_job(proc.stdout)
+        except errors.SchedulerCommandError:
+            pass
+        if self._accounting is not False:
+            try:
+                proc = run_command(
+                    [
+                        self.commands.sacct,
+                        "--noheader",
+                        "--parsable2",
+                        "--jobs=" + worker_id,
+                        "--format=State,ExitCode,NodeList,Elapsed",
+                    ],
+                    policy=self._once,
+                    log=log,
+                )
+                self._accounting = True
+                return parsing.describe_sacct(proc.stdout)
+            except errors.SchedulerCommandError:
+                self._accounting = False
+        return ""
+
+    def hint(self, scheduler_state: str) -> str:
+        time_limit = self.sbatch_options.get("time") or self.sbatch_options.get("t")
+        mem = self.sbatch_options.get("mem")
+        hints = {
+            "TIMEOUT": "They ran out of time: raise sbatch_options['time'] "
+            "(now {!r}) or use a smaller chunksize.".format(time_limit),
+            "OUT_OF_MEMORY": "They ran out of memory: raise sbatch_options['mem'] "
+            "(now {!r}) or use a smaller chunksize.".format(mem),
+            "NODE_FAIL": "Their nodes failed; if it is always the same nodes, "
+            "leave them out with sbatch_options['exclude'].",
+            "CANCELLED": "Someone (an admin, a script, scancel) cancelled them.",
+            "PREEMPTED": "Jobs of higher priority preempted them; a partition "
+            "without preemption helps.",
+            "BOOT_FAIL": "Their nodes failed to boot.",
+            "DEADLINE": "They reached their deadline.",
+        }
+        return hints.get(scheduler_state.split()[0] if scheduler_state else "", "")
+
     # ------------------------------------------------------------- cancel
-    def cancel(self, worker_ids: typing.Collection[str], log: EventLog) -> None:
+    def cancel_commands(self, worker_ids: typing.Collection[str]) -> typing.List[typing.List[str]]:
         """One scancel; whole arrays by their job id."""
         by_job: typing.Dict[str, typing.List[str]] = {}
         for w in worker_ids:
@@ -203,5 +260,4 @@ class SlurmArrayScheduler(Scheduler):
                 targets.append(job_id)
             else:
                 targets.extend(tasks)
-        if targets:
-            run_command([self.commands.scancel] + targets, policy=self.policy, log=log)
+        return [[self.commands.scancel] + targets] if targets else []

@@ -138,3 +138,27 @@ def parse_sinfo_cpus(stdout: str) -> int:
         if len(parts) == 4 and parts[3].isdigit():
             total += int(parts[3])
     return total
+
+
+def describe_job(stdout: str) -> str:
+    """A short line from ``scontrol show job ID``: state, reason, exit code, node."""
+    fields = {}
+    for token in stdout.split():
+        if "=" in token:
+            key, value = token.split("=", 1)
+            fields.setdefault(key, value)
+    parts = []
+    for key in ("JobState", "Reason", "ExitCode", "NodeList", "RunTime", "TimeLimit"):
+        value = fields.get(key)
+        if value and value not in ("None", "(null)"):
+            parts.append("{:s}={:s}".format(key, value))
+    return " ".join(parts)
+
+
+def describe_sacct(stdout: str) -> str:
+    """A short line from ``sacct --parsable2 --format=State,ExitCode,NodeList,Elapsed``."""
+    for line in stdout.splitlines():
+        cols = line.strip().split("|")
+        if len(cols) >= 4 and cols[0]:
+            return "State={:s} ExitCode={:s} NodeList={:s} Elapsed={:s}".format(*cols[:4])
+    return ""
