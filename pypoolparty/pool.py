@@ -151,6 +151,10 @@ class ClusterPool:
         Also write the log's events to stderr.
     name : str
         Job name in the scheduler's listing.
+    num_chunks : int or None
+        Cut each map's jobs into this many chunks unless ``chunksize`` is
+        given (pypoolparty 0.3's per-chunk pools); also the default of
+        ``processes``.
     """
 
     def __init__(
@@ -168,6 +172,7 @@ class ClusterPool:
         keep_work_dir: bool = False,
         verbose: bool = False,
         name: str = "pypoolparty",
+        num_chunks: typing.Optional[int] = None,
     ):
         if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
@@ -183,6 +188,11 @@ class ClusterPool:
             max_num_resubmissions = 3
         if max_num_resubmissions < 0:
             raise ValueError("max_num_resubmissions must be >= 0")
+        if num_chunks is not None and num_chunks < 1:
+            raise ValueError("num_chunks must be at least 1")
+        if processes is None and num_chunks is not None:
+            processes = num_chunks
+        self._num_chunks = num_chunks
         self._processes = processes
         self._initializer = initializer
         self._initargs = tuple(initargs)
@@ -268,6 +278,8 @@ class ClusterPool:
         # Scheduler calls made before the map's log exists go into it later.
         setup_log = EventLog.buffer()
         processes = self._resolve_processes(setup_log)
+        if chunksize is None and self._num_chunks is not None:
+            chunksize = -(-len(jobs) // self._num_chunks)
         plan = chunking.plan(len(jobs), processes, chunksize)
         chunk_pickles = _pickle_chunks(jobs, plan.chunk_starts)
         work_dir = self._new_work_dir()

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import pypoolparty.local
+import pypoolparty.slurm
 import pypoolparty.slurm.array
 from pypoolparty import errors
 
@@ -18,15 +19,19 @@ import conformance_jobs as jobs
 from conformance_jobs import CustomError
 from conftest import TEST_SBATCH_OPTIONS
 
-KINDS = ["multiprocessing", "local", "slurm.array"]
+KINDS = ["multiprocessing", "local", "slurm.array", "slurm"]
+CLUSTER_POOLS = {
+    "slurm.array": (pypoolparty.slurm.array.Pool, "slurm_cluster"),
+    "slurm": (pypoolparty.slurm.Pool, "slurm_cluster"),
+}
 OURS = [k for k in KINDS if k != "multiprocessing"]
 
 
 def pool_maker(request, tmp_path, monkeypatch):
     """Yield a function making pools of the kind ``request.param``."""
     kind = request.param
-    if kind == "slurm.array":
-        cluster = request.getfixturevalue("slurm_cluster")
+    if kind in CLUSTER_POOLS:
+        cluster = request.getfixturevalue(CLUSTER_POOLS[kind][1])
         monkeypatch.setenv("SLURM_CONF", cluster.slurm_conf)
         monkeypatch.chdir(tmp_path)
     made = []
@@ -38,7 +43,7 @@ def pool_maker(request, tmp_path, monkeypatch):
         elif kind == "local":
             pool = pypoolparty.local.Pool(*args)
         else:
-            pool = pypoolparty.slurm.array.Pool(
+            pool = CLUSTER_POOLS[kind][0](
                 *args, sbatch_options=dict(TEST_SBATCH_OPTIONS), polling_interval=1.0
             )
         if track:

@@ -81,8 +81,8 @@ def partition_of(options: typing.Mapping[str, typing.Any]) -> typing.Optional[st
     return None
 
 
-class SlurmArrayScheduler(Scheduler):
-    """Workers as tasks of SLURM job arrays.
+class SlurmScheduler(Scheduler):
+    """What both SLURM adapters share: options, states, causes, cancel.
 
     Parameters
     ----------
@@ -93,8 +93,6 @@ class SlurmArrayScheduler(Scheduler):
     policy : RetryPolicy
         Retry policy for every command.
     """
-
-    name = "slurm.array"
 
     def __init__(
         self,
@@ -136,40 +134,27 @@ class SlurmArrayScheduler(Scheduler):
         return max(1, cpus)
 
     # ------------------------------------------------------------- submit
-    def _sbatch_argv(self, request: SubmitRequest, num_tasks: int) -> typing.List[str]:
-        throttle = min(request.max_running, num_tasks)
-        wrap = "exec {:s} --worker-id \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\"".format(
-            " ".join(shlex.quote(a) for a in request.worker_argv)
+    def _sbatch_argv(self, request: SubmitRequest, extra: typing.List[str], worker_id: str, log_name: str) -> typing.List[str]:
+        """sbatch's command line: ``extra`` options, the worker and its id."""
+        wrap = "exec {:s} --worker-id {:s}".format(
+            " ".join(shlex.quote(a) for a in request.worker_argv), worker_id
         )
         options = {"job-name": request.name, "chdir": request.cwd}
         options.update(self.sbatch_options)
         return (
             [self.commands.sbatch, "--parsable"]
-            + ["--array=0-{:d}%{:d}".format(num_tasks - 1, throttle)]
-            + ["--output=" + os.path.join(request.log_dir, "%A_%a.log")]
+            + extra
+            + ["--output=" + os.path.join(request.log_dir, log_name)]
             + format_options(options)
             + ["--wrap", wrap]
         )
 
-    def _submit_env(self, request: SubmitRequest) -> typing.Dict[str, str]:
+    def _sbatch(self, argv: typing.List[str], request: SubmitRequest, log: EventLog) -> str:
+        """Run sbatch; return the job id."""
         env = dict(os.environ)
         env.update(request.env)
-        return env
-
-    def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
-        """One sbatch per array of at most MaxArraySize tasks."""
-        per_array = self.max_array_size(log)
-        env = self._submit_env(request)
-        ids: typing.List[str] = []
-        remaining = request.num_workers
-        while remaining > 0:
-            num = min(per_array, remaining)
-            proc = run_command(self._sbatch_argv(request, num), policy=self.policy, log=log, env=env)
-            job_id = parsing.parse_sbatch_parsable(proc.stdout)
-            self._array_sizes[job_id] = num
-            ids.extend("{:s}_{:d}".format(job_id, i) for i in range(num))
-            remaining -= num
-        return ids
+        proc = run_command(argv, policy=self.policy, log=log, env=env)
+        return parsing.parse_sbatch_parsable(proc.stdout)
 
     # ------------------------------------------------------------- states
     def states(
@@ -261,3 +246,41 @@ class SlurmArrayScheduler(Scheduler):
             else:
                 targets.extend(tasks)
         return [[self.commands.scancel] + targets] if targets else []
+
+
+class SlurmArrayScheduler(SlurmScheduler):
+    """Workers as tasks of SLURM job arrays: one sbatch per MaxArraySize."""
+
+    name = "slurm.array"
+
+    def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
+        per_array = self.max_array_size(log)
+        ids: typing.List[str] = []
+        remaining = request.num_workers
+        while remaining > 0:
+            num = min(per_array, remaining)
+            throttle = min(request.max_running, num)
+            argv = self._sbatch_argv(
+                request,
+                ["--array=0-{:d}%{:d}".format(num - 1, throttle)],
+                '"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"',
+                "%A_%a.log",
+            )
+            job_id = self._sbatch(argv, request, log)
+            self._array_sizes[job_id] = num
+            ids.extend("{:s}_{:d}".format(job_id, i) for i in range(num))
+            remaining -= num
+        return ids
+
+
+class SlurmJobScheduler(SlurmScheduler):
+    """Workers as single SLURM jobs, for sites without job arrays."""
+
+    name = "slurm"
+
+    def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
+        ids = []
+        for _ in range(request.num_workers):
+            argv = self._sbatch_argv(request, [], '"${SLURM_JOB_ID}"', "%j.log")
+            ids.append(self._sbatch(argv, request, log))
+        return ids
