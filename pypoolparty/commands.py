@@ -90,6 +90,7 @@ def run_command(
     ok_returncodes: typing.Iterable[int] = (0,),
     should_stop: typing.Callable[[], bool] = lambda: False,
     sleep: typing.Callable[[float], None] = time.sleep,
+    input: typing.Optional[str] = None,
 ) -> subprocess.CompletedProcess:
     """Run a scheduler command with pypoolparty's retry policy.
 
@@ -113,6 +114,8 @@ def run_command(
         the last failure is raised.
     sleep : callable
         Used to wait between attempts.
+    input : str, optional
+        Written to the command's stdin (e.g. a job script for qsub).
 
     Returns
     -------
@@ -140,7 +143,7 @@ def run_command(
                 argv,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
+                **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}),
                 env=None if env is None else dict(env),
                 timeout=policy.timeout,
                 text=True,

@@ -62,6 +62,7 @@ class WorkerRecord:
     status: WorkerStatus = WorkerStatus(WorkerState.PENDING, "SUBMITTED")
     ended_polls: int = 0
     held_polls: int = 0
+    held_state: str = ""
     note: str = ""
 
     @property
@@ -324,6 +325,9 @@ class MapRun:
         """Workers stuck in an error-like pending state make way for new ones."""
         for wid in held:
             st = self.workers[wid].status
+            # Ask why while the scheduler still knows the worker.
+            self._ended_how(wid)
+            self.workers[wid].held_state = st.scheduler_state
             self.workers[wid].note = "held in {:s}{:s}, cancelled by pypoolparty".format(
                 st.scheduler_state, " ({:s})".format(st.reason) if st.reason else ""
             )
@@ -410,6 +414,10 @@ class MapRun:
                     )
                     for wid in sub.worker_ids[:3]
                 ]
+                reports += self._hints(
+                    self.workers[w].held_state or self.workers[w].status.scheduler_state
+                    for w in sub.worker_ids
+                )
                 self.fail(
                     errors.JobsLostError(
                         "pypoolparty: {:d} submissions of workers in a row ended "
@@ -462,6 +470,15 @@ class MapRun:
                 out.extend(range(self.chunk_starts[c], self.chunk_starts[c + 1]))
         return out
 
+    def _hints(self, states: typing.Iterable[str]) -> typing.List[str]:
+        """The scheduler's advice for these states, each once."""
+        out = []
+        for state in states:
+            hint = self.scheduler.hint(state)
+            if hint and "Hint: " + hint not in out:
+                out.append("Hint: " + hint)
+        return out
+
     def _fail_lost(self, chunks: typing.List[int]) -> None:
         lines = []
         jobs = []
@@ -477,12 +494,7 @@ class MapRun:
                 "{:s} (chunk {:d}):\n  ".format(which, c)
                 + "\n  ".join(self.loss_reports.get(c, []))
             )
-        hints = []
-        for c in chunks:
-            for state in self.lost_states.get(c, []):
-                hint = self.scheduler.hint(state)
-                if hint and hint not in hints:
-                    hints.append(hint)
+        hints = self._hints(s for c in chunks for s in self.lost_states.get(c, []))
         msg = (
             "pypoolparty: jobs were lost {:d} times, more than "
             "max_num_resubmissions={:d}: their workers ended without "
@@ -492,7 +504,7 @@ class MapRun:
             self.settings.max_num_resubmissions + 1,
             self.settings.max_num_resubmissions,
             "\n".join(lines),
-            "".join("Hint: " + h + "\n" for h in hints),
+            "".join(h + "\n" for h in hints),
             self.work_dir.path,
             self.work_dir.log_path,
         )

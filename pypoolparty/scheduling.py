@@ -148,3 +148,25 @@ class Scheduler(abc.ABC):
         import os
 
         return os.path.join(log_dir, worker_id + ".log")
+
+
+def cancel_targets(
+    worker_ids: typing.Collection[str],
+    separator: str,
+    array_sizes: typing.Mapping[str, int],
+) -> typing.List[str]:
+    """The fewest ids to cancel: a whole array by its job id, else its tasks.
+
+    ``worker_ids`` are ``"<job><separator><task>"``; ``array_sizes`` gives
+    the number of tasks each array job was submitted with.
+    """
+    by_job: typing.Dict[str, typing.List[str]] = {}
+    for w in worker_ids:
+        by_job.setdefault(w.split(separator, 1)[0], []).append(w)
+    targets = []
+    for job_id, tasks in sorted(by_job.items()):
+        if len(tasks) >= array_sizes.get(job_id, -1):
+            targets.append(job_id)
+        else:
+            targets.extend(sorted(tasks))
+    return targets

@@ -16,7 +16,7 @@ import typing
 from .. import errors
 from ..commands import RetryPolicy, run_command
 from ..event_log import EventLog
-from ..scheduling import Scheduler, SubmitRequest, WorkerStatus
+from ..scheduling import Scheduler, SubmitRequest, WorkerStatus, cancel_targets
 from . import parsing
 
 #: sbatch options the pool sets itself.
@@ -236,15 +236,7 @@ class SlurmScheduler(Scheduler):
     # ------------------------------------------------------------- cancel
     def cancel_commands(self, worker_ids: typing.Collection[str]) -> typing.List[typing.List[str]]:
         """One scancel; whole arrays by their job id."""
-        by_job: typing.Dict[str, typing.List[str]] = {}
-        for w in worker_ids:
-            by_job.setdefault(w.split("_", 1)[0], []).append(w)
-        targets = []
-        for job_id, tasks in sorted(by_job.items()):
-            if len(tasks) >= self._array_sizes.get(job_id, -1):
-                targets.append(job_id)
-            else:
-                targets.extend(tasks)
+        targets = cancel_targets(worker_ids, "_", self._array_sizes)
         return [[self.commands.scancel] + targets] if targets else []
 
 

@@ -1,0 +1,198 @@
+"""
+The Grid Engine adapter: workers as array tasks (``qsub -t``), states from
+``qstat -xml``, cancel with ``qdel``. It only translates; every call goes
+through :func:`pypoolparty.commands.run_command`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import typing
+
+from .. import errors
+from ..commands import RetryPolicy, run_command
+from ..event_log import EventLog
+from ..scheduling import Scheduler, SubmitRequest, WorkerStatus, cancel_targets
+from . import parsing
+
+#: qsub options the pool sets itself.
+RESERVED_OPTIONS = ("t", "tc", "terse", "o", "e", "j", "S", "b")
+
+#: Grid Engine's default of max_aj_tasks (tasks per array).
+DEFAULT_MAX_ARRAY_TASKS = 75000
+
+
+@dataclasses.dataclass(frozen=True)
+class SgeCommands:
+    """Paths of the Grid Engine commands."""
+
+    qsub: str = "qsub"
+    qstat: str = "qstat"
+    qdel: str = "qdel"
+    qconf: str = "qconf"
+    qacct: str = "qacct"
+
+
+def format_options(options: typing.Mapping[str, typing.Any]) -> typing.List[str]:
+    """qsub arguments from a dict of options.
+
+    ``{"l": "h_vmem=2G", "q": "all.q", "pe": "smp 4", "notify": True}`` gives
+    ``["-l", "h_vmem=2G", "-q", "all.q", "-pe", "smp", "4", "-notify"]``;
+    a list value repeats the option; False and None leave it out.
+    """
+    out = []
+    for key, value in options.items():
+        key = str(key).lstrip("-")
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is None or v is False:
+                continue
+            out.append("-" + key)
+            if v is not True:
+                out.extend(shlex.split(str(v)))
+    return out
+
+
+def check_options(options: typing.Mapping[str, typing.Any]) -> typing.Dict[str, typing.Any]:
+    """Normalized copy of ``options``; ValueError for options the pool sets."""
+    out = {}
+    for key, value in options.items():
+        norm = str(key).lstrip("-")
+        if norm in RESERVED_OPTIONS:
+            raise ValueError(
+                "qsub option {!r} is set by the pool itself and cannot be "
+                "passed in qsub_options".format(key)
+            )
+        out[norm] = value
+    return out
+
+
+class SgeArrayScheduler(Scheduler):
+    """Workers as tasks of Grid Engine job arrays.
+
+    Parameters
+    ----------
+    qsub_options : dict
+        Options passed to qsub, e.g. ``{"l": "h_vmem=2G", "q": "all.q"}``.
+    commands : SgeCommands
+        Paths of the commands.
+    policy : RetryPolicy
+        Retry policy of every command.
+    error_state_indicator : str
+        The letter of qstat's error states.
+    """
+
+    name = "sun_grid_engine"
+
+    def __init__(
+        self,
+        qsub_options: typing.Optional[typing.Mapping[str, typing.Any]] = None,
+        commands: SgeCommands = SgeCommands(),
+        policy: RetryPolicy = RetryPolicy(),
+        error_state_indicator: str = "E",
+    ):
+        self.qsub_options = check_options(qsub_options or {})
+        self.commands = commands
+        self.policy = policy
+        self.error_state_indicator = error_state_indicator
+        self._max_array_tasks: typing.Optional[int] = None
+        self._array_sizes: typing.Dict[str, int] = {}
+        self._once = dataclasses.replace(policy, deadline=0.0, timeout=min(policy.timeout, 20.0))
+
+    # ------------------------------------------------------------- limits
+    def max_array_tasks(self, log: EventLog) -> int:
+        """``max_aj_tasks`` of the cell (read once): tasks per array."""
+        if self._max_array_tasks is None:
+            value = DEFAULT_MAX_ARRAY_TASKS
+            try:
+                proc = run_command([self.commands.qconf, "-sconf"], policy=self._once, log=log)
+                configured = parsing.parse_global_config(proc.stdout).get("max_aj_tasks", "")
+                if configured.isdigit() and int(configured) > 0:
+                    value = int(configured)
+            except errors.SchedulerCommandError:
+                pass
+            self._max_array_tasks = value
+            log.event("max_array_size", value=value)
+        return self._max_array_tasks
+
+    def default_processes(self, log: EventLog) -> int:
+        """The slots of the queue the jobs go to (``qstat -g c``)."""
+        proc = run_command([self.commands.qstat, "-g", "c"], policy=self.policy, log=log)
+        queue = self.qsub_options.get("q")
+        slots = parsing.parse_qstat_gc_slots(proc.stdout, str(queue) if queue else None)
+        log.event("default_processes", slots=slots, queue=queue)
+        return max(1, slots)
+
+    # ------------------------------------------------------------- submit
+    def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
+        """One qsub per array of at most max_aj_tasks tasks."""
+        per_array = self.max_array_tasks(log)
+        script = "exec {:s} --worker-id \"${{JOB_ID}}.${{SGE_TASK_ID}}\"\n".format(
+            " ".join(shlex.quote(a) for a in request.worker_argv)
+        )
+        env = dict(os.environ)
+        env.update(request.env)
+        ids: typing.List[str] = []
+        remaining = request.num_workers
+        while remaining > 0:
+            num = min(per_array, remaining)
+            argv = (
+                [self.commands.qsub, "-terse", "-V", "-S", "/bin/sh", "-j", "y"]
+                + ["-t", "1-{:d}".format(num), "-tc", str(min(request.max_running, num))]
+                + ["-o", os.path.join(request.log_dir, "$JOB_ID.$TASK_ID.log")]
+                + ["-N", request.name, "-wd", request.cwd]
+                + format_options(self.qsub_options)
+            )
+            proc = run_command(argv, policy=self.policy, log=log, env=env, input=script)
+            job_id = parsing.parse_qsub_terse(proc.stdout)
+            self._array_sizes[job_id] = num
+            ids.extend("{:s}.{:d}".format(job_id, i) for i in range(1, num + 1))
+            remaining -= num
+        return ids
+
+    # ------------------------------------------------------------- states
+    def states(
+        self, worker_ids: typing.Collection[str], log: EventLog
+    ) -> typing.Dict[str, WorkerStatus]:
+        """One ``qstat -xml`` (the user's own jobs); finished ones are absent."""
+        proc = run_command([self.commands.qstat, "-xml"], policy=self.policy, log=log)
+        wanted = set(worker_ids)
+        return {
+            w: s
+            for w, s in parsing.parse_qstat_xml(proc.stdout, self.error_state_indicator).items()
+            if w in wanted
+        }
+
+    # ------------------------------------------------------------- causes
+    def describe(self, worker_id: str, log: EventLog) -> str:
+        """The error reason (``qstat -j``) or the accounting (``qacct -j``)."""
+        job, _, task = worker_id.partition(".")
+        try:
+            proc = run_command([self.commands.qstat, "-j", job], policy=self._once, log=log)
+            reason = parsing.describe_qstat_j(proc.stdout)
+            if reason:
+                return reason
+        except errors.SchedulerCommandError:
+            pass
+        argv = [self.commands.qacct, "-j", job] + (["-t", task] if task else [])
+        try:
+            proc = run_command(argv, policy=self._once, log=log)
+            return parsing.describe_qacct(proc.stdout)
+        except errors.SchedulerCommandError:
+            return ""
+
+    def hint(self, scheduler_state: str) -> str:
+        if self.error_state_indicator and self.error_state_indicator in scheduler_state:
+            return (
+                "Grid Engine put them in an error state; the reason is above "
+                "(from 'qstat -j'): often a work dir or log path the nodes "
+                "cannot reach."
+            )
+        return ""
+
+    # ------------------------------------------------------------- cancel
+    def cancel_commands(self, worker_ids: typing.Collection[str]) -> typing.List[typing.List[str]]:
+        """One qdel; whole arrays by their job id."""
+        targets = cancel_targets(worker_ids, ".", self._array_sizes)
+        return [[self.commands.qdel] + targets] if targets else []
