@@ -163,7 +163,13 @@ class MapRun:
             return [w for w, r in self.workers.items() if not r.confirmed_ended]
 
     def num_alive_workers(self) -> int:
-        return sum(1 for r in self.workers.values() if r.status.state.is_alive)
+        """Workers that may still run: all not confirmed ended.
+
+        A worker seen ended once still holds its claims until the next poll
+        confirms its end and releases them; replacing it earlier would start
+        a worker that finds nothing to do.
+        """
+        return sum(1 for r in self.workers.values() if not r.confirmed_ended)
 
     # --------------------------------------------------------- submitting
     def wanted_workers(self) -> int:

@@ -32,11 +32,11 @@ def always_die(x):
     os._exit(7)
 
 
-@pytest.mark.parametrize("how", ["exit", "sigkill"])
-def test_jobs_of_a_dead_worker_are_resubmitted(slurm, tmp_path, how):
+@pytest.mark.parametrize("how,processes", [("exit", 2), ("sigkill", 2), ("exit", 1)])
+def test_jobs_of_a_dead_worker_are_resubmitted(slurm, tmp_path, how, processes):
     wd = tmp_path / "wd"
     pool = Pool(
-        processes=2,
+        processes=processes,
         sbatch_options=dict(TEST_SBATCH_OPTIONS),
         polling_interval=1.0,
         work_dir=str(wd),
