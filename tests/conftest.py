@@ -5,6 +5,10 @@ By default the session starts its own single-node cluster (own config, ports
 and directories, see ``pypoolparty.local_cluster.slurm``) and stops it at the
 end. With ``PYPOOLPARTY_TEST_SLURM_CONF`` set to the slurm.conf of a running
 cluster (``.ci/run`` does this), the tests use that one instead.
+
+Likewise for Grid Engine (``pypoolparty.local_cluster.sge``), started on first
+use; with ``PYPOOLPARTY_TEST_SGE_RUNNING=1`` the tests use the Grid Engine
+that the environment's ``SGE_ROOT``/``SGE_CELL`` point to.
 """
 import os
 import subprocess
@@ -13,6 +17,7 @@ import uuid
 
 import pytest
 
+from pypoolparty.local_cluster.sge import LocalSgeCluster
 from pypoolparty.local_cluster.slurm import LocalSlurmCluster
 
 #: Options every test job gets: an explicit time limit (see clusters.md).
@@ -43,6 +48,36 @@ def slurm_cluster(tmp_path_factory):
         yield cluster
     finally:
         cluster.stop()
+
+
+class RunningSge:
+    """A Grid Engine the tests did not start: the environment points to it."""
+
+    def env(self):
+        return dict(os.environ)
+
+
+@pytest.fixture(scope="session")
+def sge_cluster():
+    if os.environ.get("PYPOOLPARTY_TEST_SGE_RUNNING"):
+        yield RunningSge()
+        return
+    cluster = LocalSgeCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def sge(sge_cluster, monkeypatch, tmp_path):
+    """Point this test's Grid Engine clients at the cell; cwd in tmp_path."""
+    for key, value in sge_cluster.env().items():
+        if key.startswith("SGE_"):
+            monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    return sge_cluster
 
 
 @pytest.fixture

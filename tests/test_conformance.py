@@ -13,16 +13,18 @@ import pytest
 import pypoolparty.local
 import pypoolparty.slurm
 import pypoolparty.slurm.array
+import pypoolparty.sun_grid_engine
 from pypoolparty import errors
 
 import conformance_jobs as jobs
 from conformance_jobs import CustomError
 from conftest import TEST_SBATCH_OPTIONS
 
-KINDS = ["multiprocessing", "local", "slurm.array", "slurm"]
+KINDS = ["multiprocessing", "local", "slurm.array", "slurm", "sun_grid_engine"]
 CLUSTER_POOLS = {
-    "slurm.array": (pypoolparty.slurm.array.Pool, "slurm_cluster"),
-    "slurm": (pypoolparty.slurm.Pool, "slurm_cluster"),
+    "slurm.array": (pypoolparty.slurm.array.Pool, "slurm", {"sbatch_options": TEST_SBATCH_OPTIONS}),
+    "slurm": (pypoolparty.slurm.Pool, "slurm", {"sbatch_options": TEST_SBATCH_OPTIONS}),
+    "sun_grid_engine": (pypoolparty.sun_grid_engine.Pool, "sge", {}),
 }
 OURS = [k for k in KINDS if k != "multiprocessing"]
 
@@ -31,9 +33,8 @@ def pool_maker(request, tmp_path, monkeypatch):
     """Yield a function making pools of the kind ``request.param``."""
     kind = request.param
     if kind in CLUSTER_POOLS:
-        cluster = request.getfixturevalue(CLUSTER_POOLS[kind][1])
-        monkeypatch.setenv("SLURM_CONF", cluster.slurm_conf)
-        monkeypatch.chdir(tmp_path)
+        # The fixture points the scheduler's clients at its cluster.
+        request.getfixturevalue(CLUSTER_POOLS[kind][1])
     made = []
 
     def make(processes=2, initializer=None, initargs=(), maxtasksperchild=None, track=True):
@@ -43,9 +44,8 @@ def pool_maker(request, tmp_path, monkeypatch):
         elif kind == "local":
             pool = pypoolparty.local.Pool(*args)
         else:
-            pool = CLUSTER_POOLS[kind][0](
-                *args, sbatch_options=dict(TEST_SBATCH_OPTIONS), polling_interval=1.0
-            )
+            cls, _, options = CLUSTER_POOLS[kind]
+            pool = cls(*args, polling_interval=1.0, **{k: dict(v) for k, v in options.items()})
         if track:
             made.append(pool)
         return pool

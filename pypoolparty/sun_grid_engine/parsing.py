@@ -128,4 +128,4 @@ def describe_qacct(stdout: str) -> str:
         if len(parts) == 2:
             fields.setdefault(parts[0], parts[1].strip())
     keep = [(k, fields[k]) for k in ("failed", "exit_status", "hostname", "maxvmem") if k in fields]
-    return " ".join("{:s}={:s}".format(k, v.replace(" ", "_")) for k, v in keep)
+    return " ".join("{:s}={:s}".format(k, "_".join(v.split())) for k, v in keep)
