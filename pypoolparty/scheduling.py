@@ -170,3 +170,25 @@ def cancel_targets(
         else:
             targets.extend(sorted(tasks))
     return targets
+
+
+def expand_index_ranges(spec: str) -> typing.List[int]:
+    """Indices of a scheduler's range list: ``"1,4-8:2"`` -> ``[1, 4, 6, 8]``.
+
+    SLURM (``7_[1-3,5]``) and Grid Engine (``3-5:1``) print array tasks so.
+    """
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        step = 1
+        if ":" in part:
+            part, step_s = part.split(":", 1)
+            step = int(step_s)
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1, step))
+        else:
+            out.append(int(part))
+    return out

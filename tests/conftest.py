@@ -113,3 +113,18 @@ def wait_until(predicate, timeout, interval=0.2):
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+def driver_script(tmp_path, name):
+    """A user's script: a map of six 300 s jobs, two at a time, named ``name``."""
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import time\n"
+        "import pypoolparty.slurm.array\n"
+        "pool = pypoolparty.slurm.array.Pool(\n"
+        "    processes=2, job_name={name!r},\n"
+        "    sbatch_options={{'time': '00:10:00'}}, polling_interval=1.0,\n"
+        ")\n"
+        "pool.map(time.sleep, [300] * 6, chunksize=1)\n".format(name=name)
+    )
+    return script

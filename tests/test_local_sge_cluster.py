@@ -20,17 +20,9 @@ import pytest
 from pypoolparty.local_cluster import sge as local_sge
 from pypoolparty.local_cluster.sge import LocalSgeCluster
 
+from conftest import wait_until
+
 CLI = [sys.executable, "-m", "pypoolparty.local_cluster.sge"]
-
-
-def wait_until(predicate, timeout, interval=0.1):
-    """Poll ``predicate`` until it is true; return whether it became true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 def run(cluster, *argv, check=True, timeout=30):

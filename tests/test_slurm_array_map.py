@@ -21,7 +21,7 @@ import pypoolparty.commands
 from pypoolparty import errors, event_log
 from pypoolparty.slurm.array import Pool
 
-from conftest import TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
+from conftest import driver_script, TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
 
 
 def square(x):
@@ -271,21 +271,7 @@ def test_transient_sbatch_failures_are_retried(slurm, tmp_path):
 
 def test_ctrl_c_cancels_every_job_of_the_map(slurm, tmp_path):
     name = unique_name("ctrlc")
-    script = tmp_path / "driver.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import time
-            import pypoolparty.slurm.array
-
-            pool = pypoolparty.slurm.array.Pool(
-                processes=2, job_name={name!r},
-                sbatch_options={{"time": "00:10:00"}}, polling_interval=1.0,
-            )
-            pool.map(time.sleep, [300] * 6, chunksize=1)
-            """.format(name=name)
-        )
-    )
+    script = driver_script(tmp_path, name)
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         stdout=subprocess.PIPE,

@@ -16,7 +16,7 @@ import pytest
 from pypoolparty import errors, event_log
 from pypoolparty.slurm.array import Pool
 
-from conftest import TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
+from conftest import driver_script, TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
 
 import conformance_jobs as jobs
 
@@ -73,21 +73,7 @@ def new_pool(name, **kwargs):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_driver_leaves_no_job_in_the_queue(slurm, tmp_path, sig):
     name = unique_name("kill")
-    script = tmp_path / "driver.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import time
-            import pypoolparty.slurm.array
-
-            pool = pypoolparty.slurm.array.Pool(
-                processes=2, job_name={name!r},
-                sbatch_options={{"time": "00:10:00"}}, polling_interval=1.0,
-            )
-            pool.map(time.sleep, [300] * 6, chunksize=1)
-            """.format(name=name)
-        )
-    )
+    script = driver_script(tmp_path, name)
     proc = subprocess.Popen([sys.executable, str(script)], cwd=str(tmp_path))
     try:
         assert wait_until(lambda: len(tasks_in(name, "RUNNING")) == 2, timeout=60)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import typing
 
-from ..scheduling import WorkerState, WorkerStatus
+from ..scheduling import WorkerState, WorkerStatus, expand_index_ranges
 
 #: The squeue --format used by the adapter: id, long state, reason.
 SQUEUE_FORMAT = "%i|%T|%r"
@@ -89,21 +89,7 @@ def expand_job_id(job_id: str) -> typing.List[str]:
     if not m:
         return [job_id]
     base, spec = m.group(1), m.group(2).split("%")[0]
-    out = []
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        step = 1
-        if ":" in part:
-            part, step_s = part.split(":", 1)
-            step = int(step_s)
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend("{}_{}".format(base, i) for i in range(int(a), int(b) + 1, step))
-        else:
-            out.append("{}_{}".format(base, int(part)))
-    return out
+    return ["{}_{}".format(base, i) for i in expand_index_ranges(spec)]
 
 
 def parse_sbatch_parsable(stdout: str) -> str:

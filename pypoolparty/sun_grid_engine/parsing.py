@@ -7,7 +7,7 @@ from __future__ import annotations
 import typing
 import xml.etree.ElementTree as ElementTree
 
-from ..scheduling import WorkerState, WorkerStatus
+from ..scheduling import WorkerState, WorkerStatus, expand_index_ranges
 
 
 def worker_state(state: str, error_indicator: str = "E") -> WorkerState:
@@ -28,21 +28,7 @@ def worker_state(state: str, error_indicator: str = "E") -> WorkerState:
 
 def expand_tasks(tasks: str) -> typing.List[int]:
     """``"3-5:1"`` -> ``[3, 4, 5]``; ``"1,4-6:2"`` -> ``[1, 4, 6]``; ``"7"`` -> ``[7]``."""
-    out = []
-    for part in tasks.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        step = 1
-        if ":" in part:
-            part, step_s = part.split(":", 1)
-            step = int(step_s)
-        if "-" in part:
-            a, b = part.split("-", 1)
-            out.extend(range(int(a), int(b) + 1, step))
-        else:
-            out.append(int(part))
-    return out
+    return expand_index_ranges(tasks)
 
 
 def parse_qstat_xml(text: str, error_indicator: str = "E") -> typing.Dict[str, WorkerStatus]:
