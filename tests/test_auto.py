@@ -6,6 +6,7 @@ import pytest
 import pypoolparty
 import pypoolparty.local
 import pypoolparty.slurm.array
+import pypoolparty.sun_grid_engine
 
 from conftest import TEST_SBATCH_OPTIONS
 
@@ -23,15 +24,29 @@ def test_slurm_where_a_controller_answers(slurm, monkeypatch, caplog):
     assert "using the slurm pool" in caplog.text
 
 
-def test_local_where_no_controller_answers(tmp_path, monkeypatch, caplog):
-    monkeypatch.delenv("PYPOOLPARTY_SCHEDULER", raising=False)
-    # A config naming a controller that is not running.
+def no_slurm_controller(tmp_path, monkeypatch):
+    """Point SLURM's clients at a controller that is not running."""
     conf = tmp_path / "slurm.conf"
     conf.write_text(
         "ClusterName=nowhere\nSlurmctldHost=localhost\nSlurmctldPort=1\n"
         "NodeName=localhost CPUs=1\nPartitionName=p Nodes=localhost Default=YES\n"
     )
     monkeypatch.setenv("SLURM_CONF", str(conf))
+
+
+def test_sge_where_only_grid_engine_answers(sge, tmp_path, monkeypatch):
+    monkeypatch.delenv("PYPOOLPARTY_SCHEDULER", raising=False)
+    no_slurm_controller(tmp_path, monkeypatch)
+    assert pypoolparty.which_scheduler() == "sge"
+    with pypoolparty.Pool(1, sbatch_options={"time": "1"}) as pool:
+        assert isinstance(pool, pypoolparty.sun_grid_engine.Pool)
+        assert pool.map(abs, [-3]) == [3]
+
+
+def test_local_where_no_scheduler_answers(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("PYPOOLPARTY_SCHEDULER", raising=False)
+    no_slurm_controller(tmp_path, monkeypatch)
+    monkeypatch.setenv("SGE_ROOT", str(tmp_path / "no-grid-engine"))
     assert pypoolparty.which_scheduler() == "local"
     with caplog.at_level(logging.INFO, logger="pypoolparty"):
         pool = pypoolparty.Pool(2, sbatch_options={"time": "1"})
@@ -41,7 +56,14 @@ def test_local_where_no_controller_answers(tmp_path, monkeypatch, caplog):
     assert "using the local pool; ignoring sbatch_options" in caplog.text
 
 
-@pytest.mark.parametrize("name,cls", [("local", pypoolparty.local.Pool), ("slurm", pypoolparty.slurm.array.Pool)])
+@pytest.mark.parametrize(
+    "name,cls",
+    [
+        ("local", pypoolparty.local.Pool),
+        ("slurm", pypoolparty.slurm.array.Pool),
+        ("sge", pypoolparty.sun_grid_engine.Pool),
+    ],
+)
 def test_environment_forces_the_choice(monkeypatch, name, cls):
     monkeypatch.setenv("PYPOOLPARTY_SCHEDULER", name)
     assert pypoolparty.which_scheduler() == name

@@ -416,3 +416,23 @@ def test_unsafe_work_dir_is_refused(slurm, tmp_path):
     pool = pool_of(work_dir=str(wd))
     with pytest.raises(errors.WorkDirError, match="chmod go-w"):
         pool.map(square, [1])
+
+
+def test_single_job_pool_with_num_chunks_submits_one_job_per_chunk(slurm, tmp_path):
+    import pypoolparty.slurm
+
+    wd = tmp_path / "wd"
+    pool = pypoolparty.slurm.Pool(
+        num_chunks=3,
+        sbatch_options=dict(TEST_SBATCH_OPTIONS),
+        work_dir=str(wd),
+        keep_work_dir=True,
+    )
+    assert pool.map(square, range(10)) == [i * i for i in range(10)]
+    (map_dir,) = map_dirs(str(wd))
+    events = event_log.read(str(wd / map_dir / "log.jsonl"))
+    sbatch = [e["argv"] for e in events if e["event"] == "command" and "--parsable" in e["argv"]]
+    assert len(sbatch) == 3
+    assert not any(a.startswith("--array") for argv in sbatch for a in argv)
+    (submitted,) = [e["workers"] for e in events if e["event"] == "submitted"]
+    assert len(submitted) == 3

@@ -98,3 +98,27 @@ def test_options_the_pool_sets_are_refused():
     for key in ("array", "wrap", "--output", "error", "parsable"):
         with pytest.raises(ValueError, match="set by the pool"):
             check_options({key: "x"})
+
+
+def test_scontrol_show_job_description():
+    text = (
+        "JobId=12 ArrayJobId=11 ArrayTaskId=1 JobName=pypoolparty\n"
+        "   JobState=TIMEOUT Reason=TimeLimit Dependency=(null)\n"
+        "   Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=0:0\n"
+        "   RunTime=00:01:12 TimeLimit=00:01:00 TimeMin=N/A\n"
+        "   NodeList=n2\n"
+    )
+    assert parsing.describe_job(text) == (
+        "JobState=TIMEOUT Reason=TimeLimit ExitCode=0:0 NodeList=n2 "
+        "RunTime=00:01:12 TimeLimit=00:01:00"
+    )
+
+
+def test_sacct_description():
+    # sacct --noheader --parsable2 --format=State,ExitCode,NodeList,Elapsed
+    # (no accounting daemon runs here: the format is sacct's documented one)
+    text = "OUT_OF_MEMORY|0:125|n3|00:00:04\nOUT_OF_MEMORY|0:125|n3|00:00:04\n"
+    assert parsing.describe_sacct(text) == (
+        "State=OUT_OF_MEMORY ExitCode=0:125 NodeList=n3 Elapsed=00:00:04"
+    )
+    assert parsing.describe_sacct("") == ""
