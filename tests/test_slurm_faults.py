@@ -100,8 +100,11 @@ def test_a_worker_cancelled_by_someone_else_is_replaced(slurm, tmp_path):
     wd = str(tmp_path / "wd")
     pool = new_pool(name, processes=2, work_dir=wd, keep_work_dir=True)
     result = pool.map_async(jobs.sleep_then_return, [4, 4, 4, 4], chunksize=1)
-    assert wait_until(lambda: len(tasks_in(name, "RUNNING")) == 2, timeout=60)
-    victim = tasks_in(name, "RUNNING")[0]
+    # The victim must hold a chunk: pick the claimant of chunk 0.
+    claim = lambda: [os.path.join(wd, d, "claims", "0") for d in os.listdir(wd)][0]
+    assert wait_until(lambda: os.path.exists(claim()), timeout=60)
+    with open(claim()) as f:
+        victim = f.read().strip()
     subprocess.run(["scancel", victim], check=True)
     assert result.get(timeout=120) == [4, 4, 4, 4]
     lost = [e for e in events_of(wd) if e["event"] == "chunk_lost"]
