@@ -39,14 +39,30 @@ import dataclasses
 import json
 import os
 import shlex
-import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
+
+from . import processes
+from .processes import (
+    DaemonRecord,
+    descendants as _descendants,
+    is_live as _is_live,
+    kill_all as _kill_all,
+    list_pids as _pids,
+    load_record as _load_record,
+    read_cmdline as _read_cmdline,
+    read_comm as _read_comm,
+    read_proc_stat as _read_proc_stat,
+    remove_file as _remove,
+    search_path as _search_path,
+    tail_file as _tail_file,
+    which as _which,
+    write_text as _write_text,
+)
 
 SGE_ROOT = "/var/lib/gridengine"
 SGE_CELL = "default"
@@ -142,45 +158,6 @@ EXEC_HOST_TEMPLATE = (
 
 class LocalSgeClusterError(RuntimeError):
     """A local Grid Engine could not be installed, started or stopped."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DaemonRecord:
-    """
-    What identifies a daemon this module started, kept as JSON in the state
-    directory so that another process (e.g. the command line) can stop it.
-
-    Attributes
-    ----------
-    name : str
-        ``"sge_qmaster"`` or ``"sge_execd"``.
-    pid : int
-        Its process id.
-    start_time : int
-        Field 22 of ``/proc/<pid>/stat`` (clock ticks after boot), which
-        tells a reused pid apart.
-    argv : list of str
-        Its command line, as in ``/proc/<pid>/cmdline`` once Debian's
-        wrapper script has exec'd the daemon.
-    """
-
-    name: str
-    pid: int
-    start_time: int
-    argv: list[str]
-
-    def is_alive(self) -> bool:
-        """True if the process still runs and is the one recorded."""
-        stat = _read_proc_stat(self.pid)
-        if stat is None:
-            return False
-        state, start_time = stat
-        if start_time != self.start_time:
-            return False
-        if state in ("Z", "X"):
-            _reap(self.pid)
-            return False
-        return _read_cmdline(self.pid) == self.argv
 
 
 class LocalSgeCluster:
@@ -337,15 +314,10 @@ class LocalSgeCluster:
             If something is missing and this is not root, there is no
             apt-get, or apt-get fails.
         """
-        missing = [p for p in REQUIRED_PROGRAMS if _which(p) is None]
+        missing = processes.missing_programs(REQUIRED_PROGRAMS)
         if not missing:
             return
-        if os.geteuid() != 0:
-            raise LocalSgeClusterError(
-                f"{', '.join(missing)} not found; installing "
-                f"{' '.join(APT_PACKAGES)} needs root. Run as root, or run: "
-                f"sudo apt-get install -y {' '.join(APT_PACKAGES)}"
-            )
+        processes.require_root_to_install(missing, APT_PACKAGES, LocalSgeClusterError)
         if _which("apt-get") is None or _which("debconf-set-selections") is None:
             raise LocalSgeClusterError(
                 f"{', '.join(missing)} not found and there is no apt-get/debconf: "
@@ -360,38 +332,16 @@ class LocalSgeCluster:
                 ("shared/gridenginemaster", "string", host),
             )
         )
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        env["PATH"] = _search_path()
         steps = (
             (["debconf-set-selections"], selections),
-            (["apt-get", "update"], None),
-            (["apt-get", "install", "-y", *APT_PACKAGES], None),
+            (["apt-get", "update"], ""),
+            (["apt-get", "install", "-y", *APT_PACKAGES], ""),
         )
         for argv, stdin_text in steps:
-            argv = [_which(argv[0]) or argv[0], *argv[1:]]
-            try:
-                proc = subprocess.run(
-                    argv,
-                    env=env,
-                    input=stdin_text if stdin_text is not None else "",
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    timeout=900,
-                )
-            except subprocess.TimeoutExpired as err:
-                raise LocalSgeClusterError(f"{shlex.join(argv)} timed out") from err
-            if proc.returncode != 0:
-                raise LocalSgeClusterError(
-                    f"{shlex.join(argv)} failed with exit code "
-                    f"{proc.returncode}:\n{_tail(proc.stdout, 30)}"
-                )
-        still_missing = [p for p in REQUIRED_PROGRAMS if _which(p) is None]
-        if still_missing:
-            raise LocalSgeClusterError(
-                f"{', '.join(still_missing)} still not found after installing "
-                f"{' '.join(APT_PACKAGES)}"
+            processes.run_install_step(
+                argv, error=LocalSgeClusterError, stdin_text=stdin_text, timeout=900
             )
+        processes.require_installed(REQUIRED_PROGRAMS, APT_PACKAGES, LocalSgeClusterError)
         if not os.path.isfile(os.path.join(self.common_dir, "bootstrap")):
             raise LocalSgeClusterError(
                 f"{self.common_dir}/bootstrap is missing after installing: the "
@@ -809,25 +759,9 @@ class LocalSgeCluster:
     ) -> subprocess.CompletedProcess:
         """Run a Grid Engine client."""
         argv = [_which_or_raise(argv[0]), *argv[1:]]
-        try:
-            proc = subprocess.run(
-                argv,
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as err:
-            if check:
-                raise LocalSgeClusterError(f"{shlex.join(argv)} timed out") from err
-            return subprocess.CompletedProcess(argv, 124, "", "timed out")
-        if check and proc.returncode != 0:
-            raise LocalSgeClusterError(
-                f"{shlex.join(argv)} failed ({proc.returncode}): "
-                f"{(proc.stdout + proc.stderr).strip()}"
-            )
-        return proc
+        return processes.run_client(
+            argv, self.env(), error=LocalSgeClusterError, check=check, timeout=timeout
+        )
 
     def qstat(self) -> str:
         """The output of ``qstat -f`` (queues and all users' jobs)."""
@@ -939,115 +873,10 @@ def _chown_like(path: str, model: str) -> None:
 # processes
 
 
-def _pids() -> list[int]:
-    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
-
-
-def _read_proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time) of a process, or None if there is none."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    # fields[0] is field 3 (state); field 22 (starttime) is fields[19]
-    return fields[0], int(fields[19])
-
-
-def _read_ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(")") + 2:].split()[1])
-
-
-def _is_live(pid: int) -> bool:
-    """True if the process exists and is no zombie."""
-    stat = _read_proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def _read_cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
-
-
-def _read_comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _descendants(pid: int) -> list[tuple[int, int]]:
-    """(pid, start time) of every live descendant of ``pid``."""
-    children: dict[int, list[int]] = {}
-    for p in _pids():
-        ppid = _read_ppid(p)
-        if ppid is not None:
-            children.setdefault(ppid, []).append(p)
-    found: list[tuple[int, int]] = []
-    todo = list(children.get(pid, []))
-    seen = set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        stat = _read_proc_stat(p)
-        if stat is not None and stat[0] not in ("Z", "X"):
-            found.append((p, stat[1]))
-        todo.extend(children.get(p, []))
-    return found
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _kill_all(processes: list[tuple[int, int]], timeout: float = 5.0) -> None:
-    """SIGKILL the processes that are still the ones seen (same start time)."""
-    def same(pid: int, start_time: int) -> bool:
-        stat = _read_proc_stat(pid)
-        return stat is not None and stat[1] == start_time and stat[0] not in ("Z", "X")
-
-    alive = [(p, t) for p, t in processes if same(p, t)]
-    for pid, _ in alive:
-        _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while alive and time.monotonic() < deadline:
-        for pid, _ in alive:
-            _reap(pid)
-        alive = [(p, t) for p, t in alive if same(p, t)]
-        if alive:
-            time.sleep(0.01)
-
-
-def _wait_gone(records: list[DaemonRecord], deadline: float) -> bool:
-    while True:
-        if not any(r.is_alive() for r in records):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+def _which_or_raise(program: str) -> str:
+    return processes.which_or_raise(
+        program, LocalSgeClusterError, f"install {' '.join(APT_PACKAGES)}"
+    )
 
 
 def _terminate(records: list[DaemonRecord], deadline: float, sigterm: bool) -> None:
@@ -1056,82 +885,7 @@ def _terminate(records: list[DaemonRecord], deadline: float, sigterm: bool) -> N
     ``sigterm`` (i.e. when they were not asked by ``qconf -ke``/``-km``),
     then SIGKILL them.
     """
-    if sigterm:
-        for r in records:
-            if r.is_alive():
-                _signal(r.pid, signal.SIGTERM)
-    if _wait_gone(records, deadline):
-        return
-    for r in records:
-        if r.is_alive():
-            _signal(r.pid, signal.SIGKILL)
-    if not _wait_gone(records, time.monotonic() + 10):
-        alive = [f"{r.name} ({r.pid})" for r in records if r.is_alive()]
-        raise LocalSgeClusterError(f"still alive after SIGKILL: {', '.join(alive)}")
-
-
-# ----------------------------------------------------------------------
-# small helpers
-
-
-def _search_path() -> str:
-    path = os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
-    for extra in ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"):
-        if extra not in path:
-            path.append(extra)
-    return os.pathsep.join(path)
-
-
-def _which(program: str) -> str | None:
-    return shutil.which(program, path=_search_path())
-
-
-def _which_or_raise(program: str) -> str:
-    path = _which(program)
-    if path is None:
-        raise LocalSgeClusterError(
-            f"{program} not found (install {' '.join(APT_PACKAGES)})"
-        )
-    return path
-
-
-def _load_record(path: str) -> DaemonRecord | None:
-    try:
-        with open(path) as f:
-            return DaemonRecord(**json.load(f))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def _write_text(path: str, text: str, mode: int = 0o600) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def _tail(text: str, num_lines: int) -> str:
-    return "\n".join(text.splitlines()[-num_lines:])
-
-
-def _tail_file(path: str, num_lines: int = 15) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return ""
-    if not text.strip():
-        return ""
-    return f"--- {path} (last lines)\n{_tail(text, num_lines)}\n"
+    processes.terminate(records, deadline, error=LocalSgeClusterError, sigterm=sigterm)
 
 
 # ----------------------------------------------------------------------

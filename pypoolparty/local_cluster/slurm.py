@@ -28,12 +28,34 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+
+from . import processes
+from .processes import (
+    DaemonRecord,
+    ancestors as _ancestors,
+    is_live as _is_live,
+    is_same as _is_same,
+    kill_all as _kill_all,
+    list_pids as _pids,
+    live_start_time as _live_start_time,
+    load_record as _load_record,
+    read_cmdline as _read_cmdline,
+    read_comm as _read_comm,
+    read_environ as _read_environ,
+    read_ppid as _read_ppid,
+    read_proc_stat as _read_proc_stat,
+    remove_file as _remove,
+    search_path as _search_path,
+    send_signal as _signal,
+    tail_file as _tail_file,
+    which as _which,
+    write_text as _write_text,
+)
 
 DEFAULT_DIRECTORY_ENV = "PYPOOLPARTY_LOCAL_SLURM_DIR"
 DEFAULT_DIRECTORY = os.path.join("~", ".pypoolparty", "local_slurm")
@@ -68,44 +90,6 @@ SLURM_DAEMON_NAMES = ("slurmctld", "slurmscriptd", "slurmd", "slurmstepd", "slur
 
 class LocalSlurmClusterError(RuntimeError):
     """A local SLURM cluster could not be installed, started or stopped."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DaemonRecord:
-    """
-    What identifies a daemon this cluster started, kept as JSON in its
-    directory so that another process (e.g. the command line) can stop it.
-
-    Attributes
-    ----------
-    name : str
-        ``"slurmctld"``, ``"slurmd-<node>"`` or ``"munged"``.
-    pid : int
-        Its process id.
-    start_time : int
-        Field 22 of ``/proc/<pid>/stat`` (clock ticks after boot), which
-        tells a reused pid apart.
-    argv : list of str
-        Its command line, as in ``/proc/<pid>/cmdline``.
-    """
-
-    name: str
-    pid: int
-    start_time: int
-    argv: list[str]
-
-    def is_alive(self) -> bool:
-        """True if the process still runs and is the one recorded."""
-        stat = _read_proc_stat(self.pid)
-        if stat is None:
-            return False
-        state, start_time = stat
-        if start_time != self.start_time:
-            return False
-        if state in ("Z", "X"):
-            _reap(self.pid)
-            return False
-        return _read_cmdline(self.pid) == self.argv
 
 
 class LocalSlurmCluster:
@@ -246,44 +230,21 @@ class LocalSlurmCluster:
             If something is missing and this is not root, there is no
             apt-get, or apt-get fails.
         """
-        missing = [p for p in REQUIRED_PROGRAMS if _which(p) is None]
+        missing = processes.missing_programs(REQUIRED_PROGRAMS)
         if not missing:
             return
-        if os.geteuid() != 0:
-            raise LocalSlurmClusterError(
-                f"{', '.join(missing)} not found; installing "
-                f"{' '.join(APT_PACKAGES)} needs root. Run as root, or run: "
-                f"sudo apt-get install -y {' '.join(APT_PACKAGES)}"
-            )
+        processes.require_root_to_install(missing, APT_PACKAGES, LocalSlurmClusterError)
         if _which("apt-get") is None:
             raise LocalSlurmClusterError(
                 f"{', '.join(missing)} not found and there is no apt-get: "
                 "install SLURM (slurmctld, slurmd, clients) and munge yourself."
             )
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         for argv in (
             ["apt-get", "update"],
             ["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES],
         ):
-            proc = subprocess.run(
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            if proc.returncode != 0:
-                raise LocalSlurmClusterError(
-                    f"{shlex.join(argv)} failed with exit code "
-                    f"{proc.returncode}:\n{_tail(proc.stdout, 30)}"
-                )
-        still_missing = [p for p in REQUIRED_PROGRAMS if _which(p) is None]
-        if still_missing:
-            raise LocalSlurmClusterError(
-                f"{', '.join(still_missing)} still not found after installing "
-                f"{' '.join(APT_PACKAGES)}"
-            )
+            processes.run_install_step(argv, error=LocalSlurmClusterError)
+        processes.require_installed(REQUIRED_PROGRAMS, APT_PACKAGES, LocalSlurmClusterError)
 
     # ------------------------------------------------------------------
     # start
@@ -753,9 +714,12 @@ class LocalSlurmCluster:
                 break
         _remove(self._record_path("munged"))
 
-    def _job_processes(self, node_name: str | None = None, helpers: bool = True) -> list[int]:
+    def _job_processes(
+        self, node_name: str | None = None, helpers: bool = True
+    ) -> list[tuple[int, int]]:
         """
-        Pids of this cluster's jobs: processes with ``SLURM_CONF`` and
+        (pid, start time) of this cluster's jobs, sorted by pid, for
+        :func:`_kill_all`: processes with ``SLURM_CONF`` and
         ``SLURM_JOB_ID`` in their environment, and all descendants of its
         slurmstepds. With ``helpers``, also the slurmstepd and slurmscriptd
         processes themselves (found by the marker they inherit from
@@ -766,9 +730,14 @@ class LocalSlurmCluster:
         daemons = {r.pid for r in self._records()}
         helper_pids, roots = set(), set()
         children: dict[int, list[int]] = {}
+        start_times: dict[int, int] = {}
         for pid in _pids():
-            if pid in me or pid in daemons or not _is_live(pid):
+            if pid in me or pid in daemons:
                 continue
+            start_time = _live_start_time(pid)
+            if start_time is None:
+                continue
+            start_times[pid] = start_time
             ppid = _read_ppid(pid)
             if ppid is not None:
                 children.setdefault(ppid, []).append(pid)
@@ -791,7 +760,7 @@ class LocalSlurmCluster:
             found.add(pid)
             todo.extend(children.get(pid, []))
         found = (found | helper_pids) if helpers else (found - helper_pids)
-        return sorted(found)
+        return sorted((pid, start_times[pid]) for pid in found)
 
     # ------------------------------------------------------------------
     # node failures
@@ -809,18 +778,19 @@ class LocalSlurmCluster:
         cleared) escapes.
         """
         self._check_node(node_name)
-        frozen: set[int] = set()
+        frozen: set[tuple[int, int]] = set()
         slurmd = self._record("slurmd-" + node_name)
         if slurmd is not None and slurmd.is_alive():
             os.kill(slurmd.pid, signal.SIGSTOP)
-            frozen.add(slurmd.pid)
+            frozen.add((slurmd.pid, slurmd.start_time))
         for _ in range(20):  # until nothing new forked
             new = [p for p in self._job_processes(node_name) if p not in frozen]
             if not new:
                 break
-            for pid in new:
-                _signal(pid, signal.SIGSTOP)
-                frozen.add(pid)
+            for pid, start_time in new:
+                if _is_same(pid, start_time):
+                    _signal(pid, signal.SIGSTOP)
+                    frozen.add((pid, start_time))
         _kill_all(sorted(frozen))
 
     def set_node_down(self, node_name: str, reason: str = "pypoolparty test") -> None:
@@ -870,24 +840,9 @@ class LocalSlurmCluster:
     ) -> subprocess.CompletedProcess:
         """Run a SLURM client against this cluster."""
         argv = [_which_or_raise(argv[0]), *argv[1:]]
-        try:
-            proc = subprocess.run(
-                argv,
-                env=self.env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as err:
-            if check:
-                raise LocalSlurmClusterError(f"{shlex.join(argv)} timed out") from err
-            return subprocess.CompletedProcess(argv, 124, "", "timed out")
-        if check and proc.returncode != 0:
-            raise LocalSlurmClusterError(
-                f"{shlex.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}"
-            )
-        return proc
+        return processes.run_client(
+            argv, self.env(), error=LocalSlurmClusterError, check=check, timeout=timeout
+        )
 
     def sinfo(self) -> str:
         """The output of ``sinfo`` for this cluster."""
@@ -895,152 +850,18 @@ class LocalSlurmCluster:
 
 
 # ----------------------------------------------------------------------
-# processes
+# small helpers
 
 
-def _pids() -> list[int]:
-    return [int(e) for e in os.listdir("/proc") if e.isdigit()]
-
-
-def _read_proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start time) of a process, or None if there is none."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    # fields[0] is field 3 (state); field 22 (starttime) is fields[19]
-    return fields[0], int(fields[19])
-
-
-def _is_live(pid: int) -> bool:
-    """True if the process exists and is no zombie."""
-    stat = _read_proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def _read_ppid(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(")") + 2:].split()[1])
-
-
-def _read_cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
-
-
-def _read_comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _read_environ(pid: int) -> dict[str, str]:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return {}
-    env = {}
-    for item in raw.split(b"\0"):
-        key, sep, value = item.partition(b"=")
-        if sep:
-            env[key.decode(errors="replace")] = value.decode(errors="replace")
-    return env
-
-
-def _ancestors(pid: int) -> set[int]:
-    out = set()
-    while pid > 0 and pid not in out:
-        out.add(pid)
-        pid = _read_ppid(pid) or 0
-    return out
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _kill_all(pids: list[int], timeout: float = 5.0) -> None:
-    """SIGKILL the processes and wait until they are gone (or zombies)."""
-    for pid in pids:
-        _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    alive = list(pids)
-    while alive and time.monotonic() < deadline:
-        for pid in alive:
-            _reap(pid)
-        alive = [pid for pid in alive if _is_live(pid)]
-        if alive:
-            time.sleep(0.01)
-
-
-def _wait_gone(records: list[DaemonRecord], deadline: float) -> bool:
-    while True:
-        if not any(r.is_alive() for r in records):
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+def _which_or_raise(program: str) -> str:
+    return processes.which_or_raise(
+        program, LocalSlurmClusterError, "install slurm-wlm and munge"
+    )
 
 
 def _terminate(records: list[DaemonRecord], deadline: float) -> None:
     """SIGTERM, wait until ``deadline``, then SIGKILL and wait a little."""
-    for r in records:
-        if r.is_alive():
-            _signal(r.pid, signal.SIGTERM)
-    if _wait_gone(records, deadline):
-        return
-    for r in records:
-        if r.is_alive():
-            _signal(r.pid, signal.SIGKILL)
-    if not _wait_gone(records, time.monotonic() + 10):
-        alive = [f"{r.name} ({r.pid})" for r in records if r.is_alive()]
-        raise LocalSlurmClusterError(f"still alive after SIGKILL: {', '.join(alive)}")
-
-
-# ----------------------------------------------------------------------
-# small helpers
-
-
-def _search_path() -> str:
-    path = os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
-    for extra in ("/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"):
-        if extra not in path:
-            path.append(extra)
-    return os.pathsep.join(path)
-
-
-def _which(program: str) -> str | None:
-    return shutil.which(program, path=_search_path())
-
-
-def _which_or_raise(program: str) -> str:
-    path = _which(program)
-    if path is None:
-        raise LocalSlurmClusterError(f"{program} not found (install slurm-wlm and munge)")
-    return path
+    processes.terminate(records, deadline, error=LocalSlurmClusterError)
 
 
 def _free_tcp_ports(n: int) -> list[int]:
@@ -1063,49 +884,6 @@ def _memory_mb() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) // 1024
     return 1024
-
-
-def _load_record(path: str, alive: bool = False) -> DaemonRecord | None:
-    """The record in a file; None if unreadable (or, with alive, not alive)."""
-    try:
-        with open(path) as f:
-            record = DaemonRecord(**json.load(f))
-    except (OSError, ValueError, TypeError):
-        return None
-    if alive and not record.is_alive():
-        return None
-    return record
-
-
-def _write_text(path: str, text: str, mode: int = 0o600) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def _tail(text: str, num_lines: int) -> str:
-    return "\n".join(text.splitlines()[-num_lines:])
-
-
-def _tail_file(path: str, num_lines: int = 15) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return ""
-    if not text.strip():
-        return ""
-    return f"--- {path} (last lines)\n{_tail(text, num_lines)}\n"
 
 
 # ----------------------------------------------------------------------
