@@ -15,8 +15,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+import os
 import typing
 
+from .commands import run_command
 from .event_log import EventLog
 
 
@@ -120,8 +122,6 @@ class Scheduler(abc.ABC):
 
     def cancel(self, worker_ids: typing.Collection[str], log: EventLog) -> None:
         """Cancel the given workers."""
-        from .commands import run_command
-
         for argv in self.cancel_commands(worker_ids):
             run_command(argv, policy=self.policy, log=log)
 
@@ -139,15 +139,7 @@ class Scheduler(abc.ABC):
 
     def default_processes(self, log: EventLog) -> int:
         """How many workers may run at once when the user did not say."""
-        import os
-
         return os.cpu_count() or 1
-
-    def log_path_of(self, log_dir: str, worker_id: str) -> str:
-        """The file holding a worker's stdout and stderr."""
-        import os
-
-        return os.path.join(log_dir, worker_id + ".log")
 
 
 def cancel_targets(

@@ -60,7 +60,6 @@ class Supervisor:
         self._thread: typing.Optional[threading.Thread] = None
         self._stopping = False
         self._next_scheduler_poll = 0.0
-        self.num_scheduler_polls = 0
 
     # -------------------------------------------------------------- control
     def add(self, run: MapRun) -> None:
@@ -174,6 +173,5 @@ class Supervisor:
             for run in runs:
                 run.fail(err, cancel=True)
             return
-        self.num_scheduler_polls += 1
         for run in runs:
             run.apply_states(statuses)

@@ -258,10 +258,6 @@ class WorkDir:
         except OSError:
             return ""
 
-    def count_files(self) -> int:
-        """All files below the map dir (for benchmarks and tests)."""
-        return sum(len(files) for _, _, files in os.walk(self.path))
-
     def remove(self, attempts: int = 5) -> bool:
         """Remove the map dir; True if it is gone."""
         for i in range(attempts):
