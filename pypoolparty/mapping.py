@@ -360,10 +360,8 @@ class MapRun:
 
     def _handle_lost_chunks(self) -> None:
         """Release chunks claimed by ended workers that left no result."""
-        claims = self.work_dir.claims()
-        for chunk, wid in sorted(claims.items()):
-            if self.results[chunk] is not None:
-                continue
+        unfinished = [c for c in self.work_dir.claimed_chunks() if self.results[c] is None]
+        for chunk, wid in sorted(self.work_dir.claims(unfinished).items()):
             rec = self.workers.get(wid)
             if rec is None or not rec.confirmed_ended:
                 continue
@@ -453,7 +451,7 @@ class MapRun:
         if unfinished == 0:
             return
         try:
-            claimed = self.work_dir.claims()
+            claimed = self.work_dir.claimed_chunks()
         except FileNotFoundError:
             return
         unclaimed = sum(

@@ -220,16 +220,24 @@ class WorkDir:
         with open(self.result_path(chunk), "rb") as f:
             return f.read()
 
-    def claims(self) -> typing.Dict[int, str]:
-        """Claimed chunks and the id of the worker holding each."""
+    def claimed_chunks(self) -> typing.Set[int]:
+        """Chunks that have a claim (names only, no file is read)."""
+        return {int(n) for n in os.listdir(self.join(CLAIMS)) if n.isdigit()}
+
+    def claims(
+        self, chunks: typing.Optional[typing.Iterable[int]] = None
+    ) -> typing.Dict[int, str]:
+        """The id of the worker holding each claimed chunk.
+
+        Only ``chunks`` are read if given (each is a file), else all.
+        """
         out = {}
-        for name in os.listdir(self.join(CLAIMS)):
-            if name.isdigit():
-                try:
-                    with open(self.join(CLAIMS, name), "rt") as f:
-                        out[int(name)] = f.read().strip()
-                except FileNotFoundError:
-                    pass
+        for chunk in self.claimed_chunks() if chunks is None else chunks:
+            try:
+                with open(self.claim_path(chunk), "rt") as f:
+                    out[chunk] = f.read().strip()
+            except FileNotFoundError:
+                pass
         return out
 
     def release(self, chunk: int) -> None:
@@ -315,13 +323,8 @@ class WorkDir:
 
     def claimable_chunks(self, manifest: Manifest) -> typing.List[int]:
         """Chunks with neither a claim nor a result, in order."""
-        taken = set(os.listdir(self.join(CLAIMS)))
-        done = set(os.listdir(self.join(RESULTS)))
-        return [
-            c
-            for c in range(manifest.num_chunks)
-            if str(c) not in taken and "{:d}{:s}".format(c, RESULT_SUFFIX) not in done
-        ]
+        taken = self.claimed_chunks() | self.finished_chunks()
+        return [c for c in range(manifest.num_chunks) if c not in taken]
 
     def try_claim(self, chunk: int, id_path: str) -> bool:
         """Claim ``chunk`` for the worker whose id file is ``id_path``."""
