@@ -87,7 +87,7 @@ def main():
 
     cluster = None
     if not args.running:
-        from pypoolparty.local_cluster.slurm import LocalSlurmCluster
+        from pypoolparty.testing.local_slurm import LocalSlurmCluster
 
         cluster = LocalSlurmCluster(directory=tempfile.mkdtemp(prefix="ppp-bench-slurm-"))
         cluster.start()

@@ -10,7 +10,7 @@ import importlib
 
 from .version import __version__
 
-_SUBMODULES = ("slurm", "sun_grid_engine", "errors", "local", "local_cluster", "auto")
+_SUBMODULES = ("slurm", "sun_grid_engine", "errors", "local", "testing", "auto")
 
 
 def __getattr__(name):

@@ -15,7 +15,7 @@ import shutil
 import typing
 
 from . import errors
-from .commands import RetryPolicy, run_command
+from .core.commands import RetryPolicy, run_command
 
 #: Environment variable that forces the choice.
 SCHEDULER_ENV = "PYPOOLPARTY_SCHEDULER"

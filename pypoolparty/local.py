@@ -17,7 +17,7 @@ import typing
 import cloudpickle
 
 from . import errors
-from .async_result import AsyncResult
+from .core.async_result import AsyncResult
 
 __all__ = ["Pool"]
 

@@ -2,11 +2,11 @@
 Fixtures: a real SLURM cluster for the whole test session.
 
 By default the session starts its own single-node cluster (own config, ports
-and directories, see ``pypoolparty.local_cluster.slurm``) and stops it at the
+and directories, see ``pypoolparty.testing.local_slurm``) and stops it at the
 end. With ``PYPOOLPARTY_TEST_SLURM_CONF`` set to the slurm.conf of a running
 cluster (``.ci/run`` does this), the tests use that one instead.
 
-Likewise for Grid Engine (``pypoolparty.local_cluster.sge``), started on first
+Likewise for Grid Engine (``pypoolparty.testing.local_sge``), started on first
 use; with ``PYPOOLPARTY_TEST_SGE_RUNNING=1`` the tests use the Grid Engine
 that the environment's ``SGE_ROOT``/``SGE_CELL`` point to.
 """
@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-from pypoolparty.local_cluster.sge import LocalSgeCluster
-from pypoolparty.local_cluster.slurm import LocalSlurmCluster
+from pypoolparty.testing.local_sge import LocalSgeCluster
+from pypoolparty.testing.local_slurm import LocalSlurmCluster
 
 #: Options every test job gets: an explicit time limit (see clusters.md).
 TEST_SBATCH_OPTIONS = {"time": "00:10:00"}

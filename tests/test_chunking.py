@@ -1,6 +1,6 @@
 import pytest
 
-from pypoolparty import chunking
+from pypoolparty.core import chunking
 
 
 def test_default_chunks_follow_the_stdlib_rule():

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from pypoolparty import errors
-from pypoolparty.commands import RetryPolicy, run_command
-from pypoolparty.event_log import EventLog, read
+from pypoolparty.core.commands import RetryPolicy, run_command
+from pypoolparty.core.event_log import EventLog, read
 
 
 def script(tmp_path, name, body):

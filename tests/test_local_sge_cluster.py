@@ -1,5 +1,5 @@
 """
-Tests of pypoolparty.local_cluster.sge against real Grid Engine daemons.
+Tests of pypoolparty.testing.local_sge against real Grid Engine daemons.
 
 They need root (apt-get, and the daemons start as root). On a machine
 without Grid Engine the first start installs gridengine-master,
@@ -17,12 +17,12 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from pypoolparty.local_cluster import sge as local_sge
-from pypoolparty.local_cluster.sge import LocalSgeCluster
+from pypoolparty.testing import local_sge
+from pypoolparty.testing.local_sge import LocalSgeCluster
 
 from conftest import wait_until
 
-CLI = [sys.executable, "-m", "pypoolparty.local_cluster.sge"]
+CLI = [sys.executable, "-m", "pypoolparty.testing.local_sge"]
 
 
 def run(cluster, *argv, check=True, timeout=30):

@@ -1,5 +1,5 @@
 """
-Tests of pypoolparty.local_cluster.slurm against real SLURM daemons.
+Tests of pypoolparty.testing.local_slurm against real SLURM daemons.
 
 They need root (the daemons run as root, munged as munge). On a machine
 without SLURM the first start installs slurm-wlm and munge with apt-get.
@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from pypoolparty.local_cluster import slurm as local_slurm
-from pypoolparty.local_cluster.slurm import LocalSlurmCluster
+from pypoolparty.testing import local_slurm
+from pypoolparty.testing.local_slurm import LocalSlurmCluster
 
 from conftest import wait_until
 
@@ -219,7 +219,7 @@ def test_too_long_directory_is_refused(tmp_path):
 
 def test_command_line(cluster, tmp_path):
     directory = str(tmp_path / "cli")
-    cli = [sys.executable, "-m", "pypoolparty.local_cluster.slurm"]
+    cli = [sys.executable, "-m", "pypoolparty.testing.local_slurm"]
 
     def call(*args):
         return subprocess.run(

@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ElementTree
 
 import pytest
 
-from pypoolparty import errors, event_log
+from pypoolparty import errors
+from pypoolparty.core import event_log
 from pypoolparty.sun_grid_engine import Pool
 
 import conformance_jobs as jobs

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from pypoolparty.scheduling import WorkerState
+from pypoolparty.core.scheduler import WorkerState
 from pypoolparty.sun_grid_engine import parsing
 from pypoolparty.sun_grid_engine.adapter import check_options, format_options
 

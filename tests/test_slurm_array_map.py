@@ -17,8 +17,9 @@ import numpy
 import pytest
 
 import pypoolparty
-import pypoolparty.commands
-from pypoolparty import errors, event_log
+import pypoolparty.core.commands
+from pypoolparty import errors
+from pypoolparty.core import event_log
 from pypoolparty.slurm.array import Pool
 
 from conftest import driver_script, TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
@@ -258,7 +259,7 @@ def test_transient_sbatch_failures_are_retried(slurm, tmp_path):
         )
     )
     fake.chmod(0o755)
-    policy = pypoolparty.commands.RetryPolicy(first_delay=0.1, deadline=30)
+    policy = pypoolparty.core.commands.RetryPolicy(first_delay=0.1, deadline=30)
     pool = pool_of(sbatch_path=str(fake), retry_policy=policy, keep_work_dir=True,
                    work_dir=str(tmp_path / "wd"))
     assert pool.map(square, [1, 2, 3]) == [1, 4, 9]

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from pypoolparty import errors, event_log
+from pypoolparty import errors
+from pypoolparty.core import event_log
 from pypoolparty.slurm.array import Pool
 
 import conformance_jobs as jobs

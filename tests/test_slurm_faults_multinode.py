@@ -17,8 +17,9 @@ import uuid
 
 import pytest
 
-from pypoolparty import errors, event_log
-from pypoolparty.local_cluster.slurm import SCHEDULER_PARAMETERS, LocalSlurmCluster
+from pypoolparty import errors
+from pypoolparty.core import event_log
+from pypoolparty.testing.local_slurm import SCHEDULER_PARAMETERS, LocalSlurmCluster
 from pypoolparty.slurm.array import Pool
 
 from conftest import squeue_names, unique_name, wait_until

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from pypoolparty import errors, event_log
+from pypoolparty import errors
+from pypoolparty.core import event_log
 from pypoolparty.slurm.array import Pool
 
 from conftest import TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until

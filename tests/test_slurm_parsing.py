@@ -3,7 +3,7 @@ The SLURM parsers, on output captured from the real commands (tests/data).
 """
 import os
 
-from pypoolparty.scheduling import WorkerState
+from pypoolparty.core.scheduler import WorkerState
 from pypoolparty.slurm import parsing
 from pypoolparty.slurm.adapter import check_options, format_options
 

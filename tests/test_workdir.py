@@ -3,8 +3,9 @@ import stat
 
 import pytest
 
-from pypoolparty import errors, outcomes
-from pypoolparty.workdir import WorkDir, make_private_dir
+from pypoolparty import errors
+from pypoolparty.core import outcomes
+from pypoolparty.core.workdir import WorkDir, make_private_dir
 
 
 def test_map_dirs_are_private(tmp_path):

@@ -6,6 +6,6 @@ Pools on SLURM clusters.
 arrays.
 """
 from . import array
-from .jobs import Pool
+from .pool import Pool
 
 __all__ = ["Pool", "array"]

@@ -4,7 +4,7 @@ The SLURM adapter: submit workers as job arrays, read their states, cancel.
 It only translates the core's three requests into ``sbatch``, ``squeue``
 and ``scancel`` calls (plus ``scontrol show config`` for MaxArraySize and
 ``sinfo`` for a default number of processes), each through
-:func:`pypoolparty.commands.run_command`.
+:func:`pypoolparty.core.commands.run_command`.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import shlex
 import typing
 
 from .. import errors
-from ..commands import RetryPolicy, run_command
-from ..event_log import EventLog
-from ..scheduling import Scheduler, SubmitRequest, WorkerStatus, cancel_targets
+from ..core.commands import RetryPolicy, run_command
+from ..core.event_log import EventLog
+from ..core.scheduler import Scheduler, SubmitRequest, WorkerStatus, cancel_targets
 from . import parsing
 
 #: sbatch options the pool sets itself.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import typing
 
-from ..scheduling import WorkerState, WorkerStatus, expand_index_ranges
+from ..core.scheduler import WorkerState, WorkerStatus, expand_index_ranges
 
 #: The squeue --format used by the adapter: id, long state, reason.
 SQUEUE_FORMAT = "%i|%T|%r"

@@ -1,7 +1,7 @@
 """
 The Grid Engine adapter: workers as array tasks (``qsub -t``), states from
 ``qstat -xml``, cancel with ``qdel``. It only translates; every call goes
-through :func:`pypoolparty.commands.run_command`.
+through :func:`pypoolparty.core.commands.run_command`.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import shlex
 import typing
 
 from .. import errors
-from ..commands import RetryPolicy, run_command
-from ..event_log import EventLog
-from ..scheduling import Scheduler, SubmitRequest, WorkerStatus, cancel_targets
+from ..core.commands import RetryPolicy, run_command
+from ..core.event_log import EventLog
+from ..core.scheduler import Scheduler, SubmitRequest, WorkerStatus, cancel_targets
 from . import parsing
 
 #: qsub options the pool sets itself.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import typing
 import xml.etree.ElementTree as ElementTree
 
-from ..scheduling import WorkerState, WorkerStatus, expand_index_ranges
+from ..core.scheduler import WorkerState, WorkerStatus, expand_index_ranges
 
 
 def worker_state(state: str, error_indicator: str = "E") -> WorkerState:

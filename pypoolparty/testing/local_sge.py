@@ -22,7 +22,7 @@ Jobs run as the user who submits them; ``min_uid`` and ``min_gid`` are set to
 
 Command line::
 
-    python -m pypoolparty.local_cluster.sge {install,start,stop,status,env}
+    python -m pypoolparty.testing.local_sge {install,start,stop,status,env}
         [--slots N] [--dir DIR] [--timeout SECONDS]
 
 ``start`` and ``env`` print, as their last lines, ``export SGE_ROOT=...``
@@ -46,8 +46,8 @@ import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 
-from . import processes
-from .processes import (
+from . import daemons
+from .daemons import (
     DaemonRecord,
     descendants as _descendants,
     is_live as _is_live,
@@ -314,10 +314,10 @@ class LocalSgeCluster:
             If something is missing and this is not root, there is no
             apt-get, or apt-get fails.
         """
-        missing = processes.missing_programs(REQUIRED_PROGRAMS)
+        missing = daemons.missing_programs(REQUIRED_PROGRAMS)
         if not missing:
             return
-        processes.require_root_to_install(missing, APT_PACKAGES, LocalSgeClusterError)
+        daemons.require_root_to_install(missing, APT_PACKAGES, LocalSgeClusterError)
         if _which("apt-get") is None or _which("debconf-set-selections") is None:
             raise LocalSgeClusterError(
                 f"{', '.join(missing)} not found and there is no apt-get/debconf: "
@@ -338,10 +338,10 @@ class LocalSgeCluster:
             (["apt-get", "install", "-y", *APT_PACKAGES], ""),
         )
         for argv, stdin_text in steps:
-            processes.run_install_step(
+            daemons.run_install_step(
                 argv, error=LocalSgeClusterError, stdin_text=stdin_text, timeout=900
             )
-        processes.require_installed(REQUIRED_PROGRAMS, APT_PACKAGES, LocalSgeClusterError)
+        daemons.require_installed(REQUIRED_PROGRAMS, APT_PACKAGES, LocalSgeClusterError)
         if not os.path.isfile(os.path.join(self.common_dir, "bootstrap")):
             raise LocalSgeClusterError(
                 f"{self.common_dir}/bootstrap is missing after installing: the "
@@ -759,7 +759,7 @@ class LocalSgeCluster:
     ) -> subprocess.CompletedProcess:
         """Run a Grid Engine client."""
         argv = [_which_or_raise(argv[0]), *argv[1:]]
-        return processes.run_client(
+        return daemons.run_client(
             argv, self.env(), error=LocalSgeClusterError, check=check, timeout=timeout
         )
 
@@ -874,7 +874,7 @@ def _chown_like(path: str, model: str) -> None:
 
 
 def _which_or_raise(program: str) -> str:
-    return processes.which_or_raise(
+    return daemons.which_or_raise(
         program, LocalSgeClusterError, f"install {' '.join(APT_PACKAGES)}"
     )
 
@@ -885,7 +885,7 @@ def _terminate(records: list[DaemonRecord], deadline: float, sigterm: bool) -> N
     ``sigterm`` (i.e. when they were not asked by ``qconf -ke``/``-km``),
     then SIGKILL them.
     """
-    processes.terminate(records, deadline, error=LocalSgeClusterError, sigterm=sigterm)
+    daemons.terminate(records, deadline, error=LocalSgeClusterError, sigterm=sigterm)
 
 
 # ----------------------------------------------------------------------
@@ -898,9 +898,9 @@ def default_state_dir() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m pypoolparty.local_cluster.sge``."""
+    """Entry point of ``python -m pypoolparty.testing.local_sge``."""
     parser = argparse.ArgumentParser(
-        prog="python -m pypoolparty.local_cluster.sge",
+        prog="python -m pypoolparty.testing.local_sge",
         description="A real Grid Engine on this machine (needs root).",
     )
     parser.add_argument("command", choices=["install", "start", "stop", "status", "env"])

@@ -1,7 +1,7 @@
 """
 The worker: what runs on a compute node.
 
-    python -m pypoolparty.worker WORK_DIR --worker-id ID
+    python -m pypoolparty.core.worker WORK_DIR --worker-id ID
 
 It reads the map's manifest and call spec, then claims chunks from the work
 dir until none is left, runs each chunk's jobs and writes one result file per
@@ -120,7 +120,7 @@ def work(work_dir: WorkDir, worker_id: str) -> int:
 
 def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pypoolparty.worker",
+        prog="python -m pypoolparty.core.worker",
         description="Run the jobs of a pypoolparty map (started by the pool).",
     )
     parser.add_argument("work_dir", help="the map's work dir")
@@ -132,7 +132,7 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     except FileNotFoundError as err:
         if not os.path.isdir(work_dir.path):
             # The driver finished or was stopped and removed the work dir.
-            print("pypoolparty.worker: work dir is gone, exiting:", err, file=sys.stderr)
+            print("pypoolparty.core.worker: work dir is gone, exiting:", err, file=sys.stderr)
             return 0
         raise
 

@@ -15,7 +15,7 @@ import subprocess
 import time
 import typing
 
-from . import errors
+from .. import errors
 from .event_log import EventLog
 
 

@@ -20,13 +20,14 @@ import weakref
 
 import cloudpickle
 
-from . import chunking, errors
+from .. import errors
+from . import chunking
 from .async_result import AsyncResult
 from .calling import CallSpec, CallStyle
 from .event_log import EventLog
-from .mapping import MapRun, MapSettings
+from .map_run import MapRun, MapSettings
 from .results import ApplyBatch, ApplyResult, IMapIterator, MapResult
-from .scheduling import Scheduler
+from .scheduler import Scheduler
 from .supervisor import PollIntervals, Supervisor
 from .workdir import WorkDir, make_private_dir
 

@@ -1,8 +1,8 @@
 """
 Daemons and processes of a local cluster.
 
-What :mod:`pypoolparty.local_cluster.slurm` and
-:mod:`pypoolparty.local_cluster.sge` share: the record that identifies a
+What :mod:`pypoolparty.testing.local_slurm` and
+:mod:`pypoolparty.testing.local_sge` share: the record that identifies a
 daemon a cluster started (:class:`DaemonRecord`), readers of ``/proc``,
 signalling and stopping processes, looking up programs on ``PATH``, running
 a scheduler's clients, installing its packages, and a few small file

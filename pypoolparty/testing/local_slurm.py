@@ -13,7 +13,7 @@ Everything needs root: the daemons run as root (``SlurmUser=root``) and
 
 Command line::
 
-    python -m pypoolparty.local_cluster.slurm {install,start,stop,status,env}
+    python -m pypoolparty.testing.local_slurm {install,start,stop,status,env}
         [--dir DIR] [--nodes N] [--cpus-per-node C]
 
 ``start`` prints, as its last line, ``export SLURM_CONF=...`` for a shell to
@@ -34,8 +34,8 @@ import subprocess
 import sys
 import time
 
-from . import processes
-from .processes import (
+from . import daemons
+from .daemons import (
     DaemonRecord,
     ancestors as _ancestors,
     is_live as _is_live,
@@ -230,10 +230,10 @@ class LocalSlurmCluster:
             If something is missing and this is not root, there is no
             apt-get, or apt-get fails.
         """
-        missing = processes.missing_programs(REQUIRED_PROGRAMS)
+        missing = daemons.missing_programs(REQUIRED_PROGRAMS)
         if not missing:
             return
-        processes.require_root_to_install(missing, APT_PACKAGES, LocalSlurmClusterError)
+        daemons.require_root_to_install(missing, APT_PACKAGES, LocalSlurmClusterError)
         if _which("apt-get") is None:
             raise LocalSlurmClusterError(
                 f"{', '.join(missing)} not found and there is no apt-get: "
@@ -243,8 +243,8 @@ class LocalSlurmCluster:
             ["apt-get", "update"],
             ["apt-get", "install", "-y", "--no-install-recommends", *APT_PACKAGES],
         ):
-            processes.run_install_step(argv, error=LocalSlurmClusterError)
-        processes.require_installed(REQUIRED_PROGRAMS, APT_PACKAGES, LocalSlurmClusterError)
+            daemons.run_install_step(argv, error=LocalSlurmClusterError)
+        daemons.require_installed(REQUIRED_PROGRAMS, APT_PACKAGES, LocalSlurmClusterError)
 
     # ------------------------------------------------------------------
     # start
@@ -375,7 +375,7 @@ class LocalSlurmCluster:
         lower = {k.lower(): k for k in settings}
         for key, value in self.extra_config.items():
             settings[lower.get(key.lower(), key)] = str(value)
-        lines = [f"# written by pypoolparty.local_cluster.slurm for {self.directory}"]
+        lines = [f"# written by pypoolparty.testing.local_slurm for {self.directory}"]
         lines += [f"{k}={v}" for k, v in settings.items() if v != ""]
         memory_mb = max(1, _memory_mb() // self.num_nodes)
         c = self.cpus_per_node
@@ -631,7 +631,7 @@ class LocalSlurmCluster:
     def stop(self, timeout: float = 30.0) -> None:
         """
         Cancel every job of this cluster, stop the daemons it started and
-        kill what is left of its jobs' processes.
+        kill what is left of its jobs' daemons.
 
         Only processes recorded in the directory (and matching their pid,
         start time and command line) are signalled, plus slurmstepd and
@@ -840,7 +840,7 @@ class LocalSlurmCluster:
     ) -> subprocess.CompletedProcess:
         """Run a SLURM client against this cluster."""
         argv = [_which_or_raise(argv[0]), *argv[1:]]
-        return processes.run_client(
+        return daemons.run_client(
             argv, self.env(), error=LocalSlurmClusterError, check=check, timeout=timeout
         )
 
@@ -854,14 +854,14 @@ class LocalSlurmCluster:
 
 
 def _which_or_raise(program: str) -> str:
-    return processes.which_or_raise(
+    return daemons.which_or_raise(
         program, LocalSlurmClusterError, "install slurm-wlm and munge"
     )
 
 
 def _terminate(records: list[DaemonRecord], deadline: float) -> None:
     """SIGTERM, wait until ``deadline``, then SIGKILL and wait a little."""
-    processes.terminate(records, deadline, error=LocalSlurmClusterError)
+    daemons.terminate(records, deadline, error=LocalSlurmClusterError)
 
 
 def _free_tcp_ports(n: int) -> list[int]:
@@ -896,9 +896,9 @@ def default_directory() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m pypoolparty.local_cluster.slurm``."""
+    """Entry point of ``python -m pypoolparty.testing.local_slurm``."""
     parser = argparse.ArgumentParser(
-        prog="python -m pypoolparty.local_cluster.slurm",
+        prog="python -m pypoolparty.testing.local_slurm",
         description="A real SLURM cluster on this machine (needs root).",
     )
     parser.add_argument("command", choices=["install", "start", "stop", "status", "env"])

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import typing
 
-from ..commands import RetryPolicy
-from ..pool import ClusterPool
-from .adapter import SlurmCommands, SlurmScheduler
+from ..core.commands import RetryPolicy
+from ..core.pool import ClusterPool
+from .adapter import SlurmArrayScheduler, SlurmCommands, SlurmJobScheduler, SlurmScheduler
 
 
 class SlurmPool(ClusterPool):
@@ -136,3 +136,11 @@ class SlurmPool(ClusterPool):
             name=job_name,
             num_chunks=num_chunks,
         )
+
+
+class Pool(SlurmPool):
+    scheduler_class = SlurmJobScheduler
+
+
+class ArrayPool(SlurmPool):
+    scheduler_class = SlurmArrayScheduler

@@ -13,10 +13,10 @@ import threading
 import time
 import typing
 
-from . import errors
+from .. import errors
 from .event_log import MultiLog
-from .mapping import MapRun
-from .scheduling import Scheduler
+from .map_run import MapRun
+from .scheduler import Scheduler
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ cancel workers. Everything else (chunking, the work dir, polling,
 resubmission, results) lives in the scheduler-neutral core.
 
 A *worker* is one scheduler job or array task running
-``python -m pypoolparty.worker``; its id is a string the scheduler's status
+``python -m pypoolparty.core.worker``; its id is a string the scheduler's status
 command prints for it (e.g. ``"4711_3"`` for SLURM array task 3 of job 4711).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 One map in flight: its chunks, workers, results and the decisions about them.
 
 A :class:`MapRun` is driven by the pool's supervisor thread (see
-:mod:`pypoolparty.supervisor`), which calls, in each round:
+:mod:`pypoolparty.core.supervisor`), which calls, in each round:
 
 * :meth:`MapRun.submit_if_needed` -- start the workers the map still needs;
 * :meth:`MapRun.collect` -- read new result files (cheap, every round);
@@ -22,9 +22,10 @@ import threading
 import traceback
 import typing
 
-from . import errors, outcomes, reaper
+from .. import errors
+from . import outcomes, reaper
 from .event_log import EventLog
-from .scheduling import Scheduler, SubmitRequest, WorkerState, WorkerStatus
+from .scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus
 from .workdir import WorkDir
 
 #: Scheduler polls that must see a worker ended before its chunks count as lost.
@@ -186,7 +187,7 @@ class MapRun:
                 num_workers=num,
                 max_running=self.settings.processes,
                 worker_argv=self.settings.python_argv
-                + ["-m", "pypoolparty.worker", self.work_dir.path],
+                + ["-m", "pypoolparty.core.worker", self.work_dir.path],
                 name=self.settings.name,
                 log_dir=self.work_dir.workers_dir,
                 cwd=os.getcwd(),

@@ -29,7 +29,7 @@ import tempfile
 import time
 import typing
 
-from . import errors
+from .. import errors
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

@@ -1,7 +1,7 @@
 """
 Cancel a dead driver's jobs, without touching the driver's signal handling.
 
-One small process per driver process (``python -m pypoolparty.reaper``), in
+One small process per driver process (``python -m pypoolparty.core.reaper``), in
 a session of its own, reads registrations from a pipe: for each map in
 flight, the commands that cancel its workers. The driver withdraws them when
 the map ends. When the pipe closes while commands are still registered --
@@ -32,7 +32,7 @@ def _send(message: dict) -> None:
     with _lock:
         if _process is None or _process.poll() is not None:
             _process = subprocess.Popen(
-                [sys.executable, "-m", "pypoolparty.reaper"],
+                [sys.executable, "-m", "pypoolparty.core.reaper"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

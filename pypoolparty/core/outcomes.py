@@ -15,7 +15,7 @@ import typing
 
 import cloudpickle
 
-from .errors import MaybeEncodingError, RemoteTraceback
+from ..errors import MaybeEncodingError, RemoteTraceback
 
 _TAG = "pypoolparty-chunk-result"
 

@@ -3,10 +3,10 @@ The objects a pool hands back, fed by the core as chunks arrive.
 
 * :class:`MapResult` -- ``map_async``/``starmap_async``: a list when all is in;
 * :class:`ApplyBatch` -- a burst of ``apply_async`` calls run as one map,
-  each call with its own :class:`~pypoolparty.async_result.AsyncResult`;
+  each call with its own :class:`~pypoolparty.core.async_result.AsyncResult`;
 * :class:`IMapIterator` -- ``imap`` (in order) and ``imap_unordered``.
 
-Each is a :class:`~pypoolparty.mapping.ResultSink`.
+Each is a :class:`~pypoolparty.core.map_run.ResultSink`.
 """
 from __future__ import annotations
 
