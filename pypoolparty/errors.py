@@ -9,6 +9,7 @@ args, and the remote traceback as its ``__cause__``
 """
 from __future__ import annotations
 
+import concurrent.futures
 import pickle
 import typing
 from multiprocessing.pool import MaybeEncodingError, RemoteTraceback
@@ -108,9 +109,11 @@ class WorkDirError(PermissionError):
     """The work dir cannot be used safely (owner, permissions, location)."""
 
 
-class CancelledError(PoolError):
+class CancelledError(PoolError, concurrent.futures.CancelledError):
     """The work behind a result was cancelled (``terminate()``, Ctrl-C).
 
     Raised by ``get()`` of results whose jobs the pool cancelled, so that
-    nobody waits forever for them.
+    nobody waits forever for them. A
+    :class:`concurrent.futures.CancelledError` too, which is what code
+    written against ``concurrent.futures`` catches.
     """

@@ -71,3 +71,60 @@ def test_exception_that_cannot_be_unpickled_becomes_maybe_encoding_error():
     back = outcomes.decode(outcomes.encode(result))
     assert isinstance(back.outcomes[0].failure.exception, errors.MaybeEncodingError)
     assert "Odd" in back.outcomes[0].failure.traceback
+
+
+@pytest.mark.parametrize("owner", ["root", "me"])
+def test_sticky_shared_dir_is_accepted_and_map_dirs_in_it_are_private(tmp_path, owner):
+    # Like /tmp or a cluster's /scratch: mode 1777.
+    d = tmp_path / "scratch"
+    d.mkdir()
+    d.chmod(0o1777)
+    if owner == "root" and os.getuid() != 0:
+        pytest.skip("only root can give a directory to root")
+    os.chown(d, 0 if owner == "root" else os.getuid(), -1)
+    d.chmod(0o1777)
+    make_private_dir(str(d))
+    wd = WorkDir.create(str(d))
+    assert stat.S_IMODE(os.stat(wd.path).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o1777  # left as it was
+
+
+def test_sticky_dir_of_another_ordinary_user_is_refused(tmp_path):
+    # Its owner may remove or rename what others put in it.
+    d = tmp_path / "theirs"
+    d.mkdir()
+    os.chown(d, 12345, 12345)
+    d.chmod(0o1777)
+    with pytest.raises(errors.WorkDirError, match="belongs to user id 12345"):
+        make_private_dir(str(d))
+
+
+def test_the_real_tmp_is_accepted_and_never_changed():
+    before = os.stat("/tmp")
+    if not (before.st_mode & stat.S_ISVTX):
+        pytest.skip("/tmp has no sticky bit on this machine")
+    wd = WorkDir.create("/tmp")
+    try:
+        assert stat.S_IMODE(os.stat(wd.path).st_mode) == 0o700
+    finally:
+        wd.remove()
+    assert os.stat("/tmp").st_mode == before.st_mode
+
+
+def test_world_writable_dir_without_sticky_bit_gets_no_chmod_advice_for_others(tmp_path):
+    d = tmp_path / "open"
+    d.mkdir()
+    d.chmod(0o777)
+    with pytest.raises(errors.WorkDirError, match="no sticky bit") as info:
+        make_private_dir(str(d))
+    assert "folder of your own inside it" in str(info.value)
+
+
+def test_cancelled_error_is_concurrent_futures_cancelled_error():
+    import concurrent.futures
+
+    err = errors.CancelledError("pypoolparty: the pool was terminated")
+    assert isinstance(err, concurrent.futures.CancelledError)
+    assert isinstance(err, errors.PoolError)
+    with pytest.raises(concurrent.futures.CancelledError, match="terminated"):
+        raise err

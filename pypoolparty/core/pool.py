@@ -29,7 +29,7 @@ from .map_run import MapRun, MapSettings
 from .results import ApplyBatch, ApplyResult, IMapIterator, MapResult
 from .scheduler import Scheduler
 from .supervisor import PollIntervals, Supervisor
-from .workdir import WorkDir, make_private_dir
+from .workdir import WorkDir
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -251,7 +251,6 @@ class ClusterPool:
                     os.path.abspath(parent),
                     "pypoolparty-{:s}-{:s}".format(stamp, uuid.uuid4().hex[:6]),
                 )
-            make_private_dir(self._root)
             return WorkDir.create(self._root)
 
     def _tidy_root(self) -> None:

@@ -79,19 +79,32 @@ class Manifest:
 def make_private_dir(path: str) -> None:
     """Create ``path`` (and parents) if missing; refuse it if it is unsafe.
 
+    ``path`` is where the pool makes its map dirs (each private, mode 0700).
+    It is safe if only you can change what is in it: a directory of your
+    own that group and others cannot write, or a shared one with the sticky
+    bit owned by root or you (``/tmp``, a cluster's ``/scratch``), in which
+    others can neither rename nor remove the folders you make.
+
     Raises
     ------
     WorkDirError
-        If ``path`` is not a directory, is owned by another user, or can be
-        written by group or others: another user could plant pickles there
-        that the pool would load.
+        If ``path`` is not a directory, or another user could replace the
+        map dirs in it and so plant pickles that the pool would load.
     """
     os.makedirs(path, mode=0o700, exist_ok=True)
     check_private_dir(path)
 
 
+def _is_shared_sticky(st: os.stat_result) -> bool:
+    """Writable by others, but with the sticky bit, owned by root or you."""
+    return bool(st.st_mode & stat.S_ISVTX) and st.st_uid in (0, os.getuid())
+
+
 def check_private_dir(path: str) -> None:
-    """Raise :class:`~pypoolparty.errors.WorkDirError` unless ``path`` is safe."""
+    """Raise :class:`~pypoolparty.errors.WorkDirError` unless ``path`` is safe.
+
+    See :func:`make_private_dir` for what is safe.
+    """
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise errors.WorkDirError(
@@ -99,6 +112,8 @@ def check_private_dir(path: str) -> None:
             "directory of your own on a filesystem the compute nodes "
             "share.".format(path)
         )
+    if _is_shared_sticky(st):
+        return
     if st.st_uid != os.getuid():
         raise errors.WorkDirError(
             "The work dir {!r} belongs to user id {:d}, not to you ({:d}). "
@@ -110,8 +125,10 @@ def check_private_dir(path: str) -> None:
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise errors.WorkDirError(
             "The work dir {!r} can be written by group or others (mode "
-            "{:o}). They could plant pickles that the pool would load. "
-            "Run 'chmod go-w {:s}' or pass another work_dir=.".format(
+            "{:o}) and has no sticky bit, so they could replace the pool's "
+            "folders in it and plant pickles that the pool would load. "
+            "Pass work_dir= a folder of your own inside it, or run "
+            "'chmod go-w {:s}' if it is yours to change.".format(
                 path, stat.S_IMODE(st.st_mode), path
             )
         )
