@@ -119,12 +119,3 @@ def test_world_writable_dir_without_sticky_bit_gets_no_chmod_advice_for_others(t
         make_private_dir(str(d))
     assert "folder of your own inside it" in str(info.value)
 
-
-def test_cancelled_error_is_concurrent_futures_cancelled_error():
-    import concurrent.futures
-
-    err = errors.CancelledError("pypoolparty: the pool was terminated")
-    assert isinstance(err, concurrent.futures.CancelledError)
-    assert isinstance(err, errors.PoolError)
-    with pytest.raises(concurrent.futures.CancelledError, match="terminated"):
-        raise err
