@@ -60,7 +60,7 @@ class _Carried:
 
 def _failed(exc: BaseException, error_callback=None) -> AsyncResult:
     result = AsyncResult(error_callback=error_callback)
-    result._set(False, exc)
+    result.set_exception(exc)
     return result
 
 

@@ -81,8 +81,24 @@ class AsyncResult:
             return self._value
         raise self._value
 
-    def _set(self, success: bool, value) -> None:
-        """Deliver the outcome (once) and run the matching callback."""
+    # ------------------------------------------- for pool implementations
+    def set_result(self, value) -> None:
+        """Deliver the call's value (once) and run ``callback``.
+
+        For pool implementations, as
+        :meth:`concurrent.futures.Future.set_result` is for executors; a
+        second outcome is ignored.
+        """
+        self._deliver(True, value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        """Deliver the call's exception (once) and run ``error_callback``.
+
+        For pool implementations; a second outcome is ignored.
+        """
+        self._deliver(False, exc)
+
+    def _deliver(self, success: bool, value) -> None:
         with self._set_lock:
             if self._event.is_set():
                 return
