@@ -121,7 +121,7 @@ class Supervisor:
                 changed = self._round(runs)
             except BaseException as exc:  # never leave a caller waiting
                 for run in runs:
-                    run.fail(exc, cancel=True)
+                    run.fail(exc)
                 changed = True
             # Ended maps must not stay referenced while the thread idles:
             # they hold their results and, through them, the pool.
@@ -171,7 +171,7 @@ class Supervisor:
             statuses = self.scheduler.states(ids, log)
         except errors.SchedulerCommandError as err:
             for run in runs:
-                run.fail(err, cancel=True)
+                run.fail(err)
             return
         for run in runs:
-            run.apply_states(statuses)
+            run.after_poll(statuses)
