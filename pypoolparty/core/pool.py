@@ -7,39 +7,29 @@ this class with an adapter and its own keyword arguments.
 from __future__ import annotations
 
 import atexit
-import datetime
 import os
-import site
 import sys
 import threading
-import time
 import typing
-import uuid
 import warnings
 import weakref
 
 import cloudpickle
 
 from .. import errors
-from . import chunking
+from . import applies, chunking, inputs
 from .async_result import AsyncResult
 from .calling import CallSpec, CallStyle
 from .event_log import EventLog
 from .map_run import MapRun, MapSettings
-from .results import ApplyBatch, ApplyResult, IMapIterator, MapResult
+from .results import IMapIterator, MapResult
 from .scheduler import Scheduler
 from .supervisor import PollIntervals, Supervisor
-from .workdir import WorkDir
+from .workdir import WorkRoot
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
-#: Environment variable naming where default work dirs are made.
-WORK_DIR_ENV = "PYPOOLPARTY_WORK_DIR"
 
-#: apply_async calls are gathered into one map until none came for this long ...
-APPLY_QUIET_SECONDS = 0.05
-#: ... or the oldest waits this long.
-APPLY_MAX_WAIT_SECONDS = 0.5
 
 _live_pools: "weakref.WeakSet[ClusterPool]" = weakref.WeakSet()
 
@@ -49,74 +39,6 @@ def _terminate_live_pools() -> None:
     """At interpreter exit, cancel what running pools still have queued."""
     for pool in list(_live_pools):
         pool.terminate()
-
-
-def _pickle_spec(spec: CallSpec) -> bytes:
-    try:
-        return cloudpickle.dumps(spec)
-    except Exception as exc:
-        what = "func {!r}".format(spec.funcs[0] if len(spec.funcs) == 1 else spec.funcs)
-        try:
-            cloudpickle.dumps(spec.funcs)
-        except Exception:
-            pass
-        else:
-            what = "initializer {!r} or its initargs".format(spec.initializer)
-        raise errors.NotPicklableError(
-            "pypoolparty: {:s} cannot be pickled, so it cannot be sent to the "
-            "cluster ({:s}: {}). Nothing was submitted.".format(
-                what, type(exc).__name__, exc
-            )
-        ) from exc
-
-
-def _pickle_chunks(jobs: list, starts: typing.List[int]) -> typing.List[bytes]:
-    out = []
-    for c in range(len(starts) - 1):
-        part = jobs[starts[c] : starts[c + 1]]
-        try:
-            out.append(cloudpickle.dumps(part))
-        except Exception as exc:
-            index = starts[c]
-            for i, job in enumerate(part):
-                try:
-                    cloudpickle.dumps(job)
-                except Exception:
-                    index = starts[c] + i
-                    break
-            raise errors.NotPicklableError(
-                "pypoolparty: job {:d} cannot be pickled, so it cannot be sent "
-                "to the cluster ({:s}: {}). Nothing was submitted.".format(
-                    index, type(exc).__name__, exc
-                )
-            ) from exc
-    return out
-
-
-def _driver_sys_path() -> typing.List[str]:
-    return [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
-
-
-def _worker_env() -> typing.Dict[str, str]:
-    """PYTHONPATH so that the worker imports this very pypoolparty."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    installed = set(site.getsitepackages() + [site.getusersitepackages()])
-    if here in installed:
-        return {}
-    old = os.environ.get("PYTHONPATH", "")
-    parts = [here] + [p for p in old.split(os.pathsep) if p and p != here]
-    return {"PYTHONPATH": os.pathsep.join(parts)}
-
-
-def _read_jobs(iterable: typing.Iterable) -> typing.Tuple[list, typing.Optional[BaseException]]:
-    """All jobs, and the exception that stopped the iterable, if one did."""
-    jobs = []
-    try:
-        for job in iterable:
-            jobs.append(job)
-    except Exception as exc:
-        return jobs, exc
-    return jobs, None
 
 
 class ClusterPool:
@@ -199,19 +121,14 @@ class ClusterPool:
         self._initargs = tuple(initargs)
         self._maxtasksperchild = maxtasksperchild
         self.scheduler = scheduler
-        self._root_is_ours = work_dir is None
-        self._root: typing.Optional[str] = (
-            None if work_dir is None else os.path.abspath(work_dir)
-        )
+        self._root = WorkRoot(work_dir)
         self._python_path = python_path or sys.executable
         self._max_num_resubmissions = int(max_num_resubmissions)
         self._keep_work_dir = bool(keep_work_dir)
         self._verbose = bool(verbose)
         self._name = name
         self._lock = threading.RLock()
-        self._applies: typing.List[tuple] = []
-        self._applies_first = 0.0
-        self._applies_last = 0.0
+        self._applies = applies.ApplyQueue()
         flush = weakref.WeakMethod(self._flush_applies)
         self._supervisor = Supervisor(
             scheduler,
@@ -242,26 +159,6 @@ class ClusterPool:
                 self._processes = max(1, int(self.scheduler.default_processes(log)))
             return self._processes
 
-    def _new_work_dir(self) -> WorkDir:
-        with self._lock:
-            if self._root is None:
-                parent = os.environ.get(WORK_DIR_ENV) or os.getcwd()
-                stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-                self._root = os.path.join(
-                    os.path.abspath(parent),
-                    "pypoolparty-{:s}-{:s}".format(stamp, uuid.uuid4().hex[:6]),
-                )
-            return WorkDir.create(self._root)
-
-    def _tidy_root(self) -> None:
-        """Remove the default work dir once no map folder is left in it."""
-        with self._lock:
-            if self._root_is_ours and self._root is not None:
-                try:
-                    os.rmdir(self._root)
-                except OSError:
-                    pass
-
     def _start_run(
         self,
         spec: CallSpec,
@@ -274,15 +171,15 @@ class ClusterPool:
         Raises NotPicklableError (before anything is written) and the
         scheduler's errors while finding the default number of processes.
         """
-        spec_pickle = _pickle_spec(spec)
+        spec_pickle = inputs.pickle_spec(spec)
         # Scheduler calls made before the map's log exists go into it later.
         setup_log = EventLog.buffer()
         processes = self._resolve_processes(setup_log)
         if chunksize is None and self._num_chunks is not None:
             chunksize = -(-len(jobs) // self._num_chunks)
         plan = chunking.plan(len(jobs), processes, chunksize)
-        chunk_pickles = _pickle_chunks(jobs, plan.chunk_starts)
-        work_dir = self._new_work_dir()
+        chunk_pickles = inputs.pickle_chunks(jobs, plan.chunk_starts)
+        work_dir = self._root.new_map_dir()
         log = EventLog(work_dir.create_log(), verbose=self._verbose)
         setup_log.replay_into(log)
         log.event(
@@ -300,7 +197,7 @@ class ClusterPool:
             func_pickle=spec_pickle,
             chunk_pickles=chunk_pickles,
             chunk_starts=plan.chunk_starts,
-            sys_path=_driver_sys_path(),
+            sys_path=inputs.driver_sys_path(),
             cwd=os.getcwd(),
         )
         settings = MapSettings(
@@ -308,7 +205,7 @@ class ClusterPool:
             max_num_resubmissions=self._max_num_resubmissions,
             keep_work_dir=self._keep_work_dir,
             python_argv=[self._python_path],
-            env=_worker_env(),
+            env=inputs.worker_env(),
             name=self._name,
         )
         run = MapRun(
@@ -317,7 +214,7 @@ class ClusterPool:
             num_workers=plan.num_workers,
             scheduler=self.scheduler,
             settings=settings,
-            sink=_TidyingSink(sink, self._tidy_root),
+            sink=_TidyingSink(sink, self._root.tidy),
             log=log,
             stop_on_failure=spec.stop_on_failure,
         )
@@ -352,7 +249,7 @@ class ClusterPool:
         self._check_running()
         if chunksize is not None and chunksize < 1:
             raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize))
-        jobs, iterable_error = _read_jobs(iterable)
+        jobs, iterable_error = inputs.read_jobs(iterable)
         iterator = IMapIterator(len(jobs), ordered, iterable_error)
         if jobs:
             try:
@@ -363,35 +260,15 @@ class ClusterPool:
 
     def _flush_applies(self) -> bool:
         """Run the gathered apply_async calls as one map; True if some wait."""
-        with self._lock:
-            if not self._applies:
-                return False
-            now = time.monotonic()
-            quiet = now - self._applies_last >= APPLY_QUIET_SECONDS
-            old = now - self._applies_first >= APPLY_MAX_WAIT_SECONDS
-            if not (quiet or old or self._state != RUN):
-                return True
-            applies, self._applies = self._applies, []
-        funcs: typing.List[typing.Callable] = []
-        index_of: typing.Dict[int, int] = {}
-        jobs = []
-        for func, args, kwds, _ in applies:
-            if id(func) not in index_of:
-                index_of[id(func)] = len(funcs)
-                funcs.append(func)
-            jobs.append((index_of[id(func)], args, kwds))
-        batch = ApplyBatch([r for _, _, _, r in applies])
-        spec = CallSpec(
-            funcs=tuple(funcs),
-            style=CallStyle.APPLY,
-            initializer=self._initializer,
-            initargs=self._initargs,
-            stop_on_failure=False,
-        )
-        try:
-            self._start_run(spec, jobs, None, batch)
-        except Exception as exc:
-            batch.failed(exc)
+        calls = self._applies.take(at_once=self._state != RUN)
+        if calls is None:
+            return True
+        if calls:
+            spec, jobs, batch = applies.batch_of(calls, self._initializer, self._initargs)
+            try:
+                self._start_run(spec, jobs, None, batch)
+            except Exception as exc:
+                batch.failed(exc)
         return False
 
     # ---------------------------------------------------------- public API
@@ -414,24 +291,18 @@ class ClusterPool:
         """
         self._check_running()
         kwds = {} if kwds is None else dict(kwds)
-        result = ApplyResult(callback, error_callback)
+        result = applies.ApplyResult(callback, error_callback)
         try:
             cloudpickle.dumps((func, args, kwds))
         except Exception as exc:
-            result._set(
-                False,
+            result.set_exception(
                 errors.NotPicklableError(
                     "pypoolparty: func {!r} or its arguments cannot be pickled "
                     "({:s}: {}). Nothing was submitted.".format(func, type(exc).__name__, exc)
                 ),
             )
             return result
-        with self._lock:
-            now = time.monotonic()
-            if not self._applies:
-                self._applies_first = now
-            self._applies_last = now
-            self._applies.append((func, tuple(args), kwds, result))
+        self._applies.add(applies.PendingApply(func, tuple(args), kwds, result))
         self._supervisor.ensure_thread()
         return result
 
@@ -515,14 +386,12 @@ class ClusterPool:
         :class:`~pypoolparty.errors.CancelledError`.
         """
         self._state = TERMINATE
-        with self._lock:
-            applies, self._applies = self._applies, []
-        for _, _, _, result in applies:
-            result._set(False, errors.CancelledError("pypoolparty: the pool was terminated"))
+        for call in self._applies.take(at_once=True) or ():
+            call.result.set_exception(errors.CancelledError("pypoolparty: the pool was terminated"))
         for run in self._supervisor.runs():
             run.cancel("the pool was terminated")
         self._supervisor.stop()
-        self._tidy_root()
+        self._root.tidy()
         _live_pools.discard(self)
 
     def join(self) -> None:
@@ -530,7 +399,7 @@ class ClusterPool:
         if self._state == RUN:
             raise ValueError("Pool is still running")
         self._supervisor.stop()
-        self._tidy_root()
+        self._root.tidy()
         _live_pools.discard(self)
 
     def __enter__(self):

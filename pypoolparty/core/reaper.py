@@ -23,6 +23,8 @@ import sys
 import threading
 import typing
 
+from . import inputs
+
 _lock = threading.Lock()
 _process: typing.Optional[subprocess.Popen] = None
 
@@ -48,8 +50,7 @@ def _send(message: dict) -> None:
 
 def _reaper_env() -> typing.Dict[str, str]:
     env = dict(os.environ)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in [env.get("PYTHONPATH")] if p])
+    env.update(inputs.worker_env())
     return env
 
 

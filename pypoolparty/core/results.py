@@ -2,11 +2,10 @@
 The objects a pool hands back, fed by the core as chunks arrive.
 
 * :class:`MapResult` -- ``map_async``/``starmap_async``: a list when all is in;
-* :class:`ApplyBatch` -- a burst of ``apply_async`` calls run as one map,
-  each call with its own :class:`~pypoolparty.core.async_result.AsyncResult`;
 * :class:`IMapIterator` -- ``imap`` (in order) and ``imap_unordered``.
 
-Each is a :class:`~pypoolparty.core.map_run.ResultSink`.
+Each is a :class:`ResultSink`; so is
+:class:`~pypoolparty.core.applies.ApplyBatch`.
 """
 from __future__ import annotations
 
@@ -21,70 +20,59 @@ from .async_result import AsyncResult
 Pair = typing.Tuple[bool, typing.Any]
 
 
-class _Cancellable:
+class ResultSink(typing.Protocol):
+    """Where a map's results go (a map's AsyncResult, an imap iterator, ...).
+
+    ``chunk_done`` gets, for each job of the chunk in order, ``(True, value)``
+    or ``(False, exception)``; the exception carries the remote traceback as
+    its ``__cause__``.
+    """
+
+    def chunk_done(
+        self, chunk: int, first_job: int, results: typing.List[Pair]
+    ) -> None:
+        ...
+
+    def completed(self) -> None:
+        ...
+
+    def failed(self, exc: BaseException) -> None:
+        ...
+
+
+class Cancellable:
     """Knows the map behind it, to cancel it when the caller gives up."""
 
     run = None  # the MapRun, set once it exists
 
-    def _abandon(self) -> None:
+    def abandon(self) -> None:
+        """The caller gave up waiting: cancel the map behind this."""
         if self.run is not None:
             self.run.cancel("the caller stopped waiting (interrupt or exception)")
 
 
-class MapResult(AsyncResult, _Cancellable):
+class MapResult(AsyncResult, Cancellable):
     """The AsyncResult of ``map_async``: a list once every chunk is in."""
 
     def __init__(self, num_jobs: int, callback=None, error_callback=None):
-        AsyncResult.__init__(self, callback, error_callback, on_abandon=self._abandon)
+        AsyncResult.__init__(self, callback, error_callback, on_abandon=self.abandon)
         self._values: typing.List[typing.Any] = [None] * num_jobs
 
     def chunk_done(self, chunk: int, first_job: int, results: typing.List[Pair]) -> None:
         for ok, value in results:
             if not ok:
-                self._set(False, value)
+                self.set_exception(value)
                 return
         self._values[first_job : first_job + len(results)] = [v for _, v in results]
 
     def completed(self) -> None:
-        self._set(True, self._values)
+        self.set_result(self._values)
 
     def failed(self, exc: BaseException) -> None:
-        self._set(False, exc)
+        self.set_exception(exc)
 
 
-class ApplyResult(AsyncResult):
-    """The AsyncResult of one ``apply_async`` call."""
-
-    def __init__(self, callback=None, error_callback=None):
-        super().__init__(callback, error_callback, on_abandon=self._abandon)
-        self.batch: typing.Optional["ApplyBatch"] = None
-
-    def _abandon(self) -> None:
-        if self.batch is not None:
-            self.batch._abandon()
-
-
-class ApplyBatch(_Cancellable):
-    """Several apply_async calls run as one map; job i is call i."""
-
-    def __init__(self, results: typing.List[ApplyResult]):
-        self.results = results
-        for r in results:
-            r.batch = self
-
-    def chunk_done(self, chunk: int, first_job: int, results: typing.List[Pair]) -> None:
-        for i, (ok, value) in enumerate(results):
-            self.results[first_job + i]._set(ok, value)
-
-    def completed(self) -> None:
-        pass
-
-    def failed(self, exc: BaseException) -> None:
-        for r in self.results:
-            r._set(False, exc)
-
-
-class IMapIterator(_Cancellable):
+class IMapIterator(Cancellable):
     """The iterator of ``imap`` (ordered) and ``imap_unordered``.
 
     ``next(timeout)`` raises :class:`multiprocessing.TimeoutError` if nothing
@@ -170,7 +158,7 @@ class IMapIterator(_Cancellable):
                 except BaseException:
                     self._cond.release()
                     try:
-                        self._abandon()
+                        self.abandon()
                     finally:
                         self._cond.acquire()
                     raise

@@ -21,15 +21,21 @@ fails if the name exists, also on NFS.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import shutil
 import stat
 import tempfile
 import time
+import threading
 import typing
+import uuid
 
 from .. import errors
+
+#: Environment variable naming where default work dirs are made.
+WORK_DIR_ENV = "PYPOOLPARTY_WORK_DIR"
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -40,6 +46,8 @@ RESULTS = "results"
 WORKERS = "workers"
 LOG = "log.jsonl"
 RESULT_SUFFIX = ".pickle"
+#: How much of a worker's output an error message quotes.
+LOG_TAIL_BYTES = 600
 
 
 @dataclasses.dataclass
@@ -189,10 +197,10 @@ class WorkDir:
 
     # --------------------------------------------------------------- driver
     @classmethod
-    def create(cls, parent: str, prefix: str = "map-") -> "WorkDir":
+    def create(cls, parent: str) -> "WorkDir":
         """Make a new, private map dir under ``parent``."""
         make_private_dir(parent)
-        path = tempfile.mkdtemp(prefix=prefix, dir=parent)  # mode 0700
+        path = tempfile.mkdtemp(prefix="map-", dir=parent)  # mode 0700
         for sub in (CLAIMS, RESULTS, WORKERS):
             os.mkdir(os.path.join(path, sub), mode=0o700)
         return cls(path)
@@ -233,6 +241,10 @@ class WorkDir:
                 out.add(int(name[: -len(RESULT_SUFFIX)]))
         return out
 
+    def has_result(self, chunk: int) -> bool:
+        """True once the chunk's result file exists."""
+        return os.path.exists(self.result_path(chunk))
+
     def read_result(self, chunk: int) -> bytes:
         with open(self.result_path(chunk), "rb") as f:
             return f.read()
@@ -272,13 +284,13 @@ class WorkDir:
             if n.endswith(".id")
         }
 
-    def tail_of_worker_log(self, worker_id: str, num_bytes: int = 2000) -> str:
+    def tail_of_worker_log(self, worker_id: str) -> str:
         """The last bytes of a worker's stdout/stderr, or '' if none."""
         try:
             with open(self.worker_log_path(worker_id), "rb") as f:
                 f.seek(0, os.SEEK_END)
                 size = f.tell()
-                f.seek(max(0, size - num_bytes))
+                f.seek(max(0, size - LOG_TAIL_BYTES))
                 return f.read().decode(errors="replace")
         except OSError:
             return ""
@@ -353,3 +365,42 @@ class WorkDir:
 
     def write_result(self, chunk: int, data: bytes) -> None:
         write_atomic(self.result_path(chunk), data)
+
+
+class WorkRoot:
+    """The folder a pool makes its map dirs in.
+
+    Parameters
+    ----------
+    path : str or None
+        The user's ``work_dir``. None: a new folder
+        ``pypoolparty-<date>-<time>-<random>`` under ``$PYPOOLPARTY_WORK_DIR``
+        or the current directory, made on first use and removed by
+        :meth:`tidy` once empty.
+    """
+
+    def __init__(self, path: typing.Optional[str]):
+        self._ours = path is None
+        self._path = None if path is None else os.path.abspath(path)
+        self._lock = threading.Lock()
+
+    def new_map_dir(self) -> WorkDir:
+        """A new private map dir (see :meth:`WorkDir.create`)."""
+        with self._lock:
+            if self._path is None:
+                parent = os.environ.get(WORK_DIR_ENV) or os.getcwd()
+                stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+                self._path = os.path.join(
+                    os.path.abspath(parent),
+                    "pypoolparty-{:s}-{:s}".format(stamp, uuid.uuid4().hex[:6]),
+                )
+            return WorkDir.create(self._path)
+
+    def tidy(self) -> None:
+        """Remove the default folder once no map dir is left in it."""
+        with self._lock:
+            if self._ours and self._path is not None:
+                try:
+                    os.rmdir(self._path)
+                except OSError:
+                    pass
