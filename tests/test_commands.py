@@ -10,6 +10,8 @@ import pytest
 from pypoolparty import errors
 from pypoolparty.core.commands import RetryPolicy, run_command
 from pypoolparty.core.event_log import EventLog, read
+from pypoolparty.slurm.adapter import SlurmArrayScheduler
+from pypoolparty.sun_grid_engine.adapter import SgeArrayScheduler
 
 
 def script(tmp_path, name, body):
@@ -34,9 +36,7 @@ def failing_n_times(tmp_path, n, message):
 
 
 def test_transient_failures_are_retried_with_back_off(tmp_path):
-    cmd, counter = failing_n_times(
-        tmp_path, 3, "squeue: error: Unable to contact slurm controller (connect failure)"
-    )
+    cmd, counter = failing_n_times(tmp_path, 3, "error: Connection refused, try again")
     sleeps = []
     log = EventLog(str(tmp_path / "log.jsonl"))
     proc = run_command(
@@ -97,4 +97,35 @@ def test_should_stop_ends_retries(tmp_path):
     cmd, counter = failing_n_times(tmp_path, 1000, "Socket timed out")
     with pytest.raises(errors.SchedulerUnavailableError):
         run_command([cmd], policy=RetryPolicy(first_delay=0.01), should_stop=lambda: True)
+    assert counter.read_text().strip() == "1"
+
+
+@pytest.mark.parametrize(
+    "adapter, message",
+    [
+        (SlurmArrayScheduler, "squeue: error: Unable to contact slurm controller (connect failure)"),
+        (SgeArrayScheduler, "error: commlib error: can't contact qmaster"),
+    ],
+)
+def test_each_adapter_retries_its_schedulers_transient_phrases(tmp_path, adapter, message):
+    cmd, counter = failing_n_times(tmp_path, 2, message)
+    scheduler = adapter(policy=RetryPolicy(first_delay=0.01, max_delay=0.01))
+    log = EventLog(str(tmp_path / "log.jsonl"))
+    proc = scheduler.run([cmd], log)
+    log.close()
+    assert proc.stdout.strip() == "ok"
+    assert counter.read_text().strip() == "3"
+    # The core alone does not know these phrases: one failure ends it.
+    counter.write_text("0")
+    with pytest.raises(errors.SchedulerCommandError) as info:
+        run_command([cmd], policy=RetryPolicy(first_delay=0.01))
+    assert not isinstance(info.value, errors.SchedulerUnavailableError)
+    assert counter.read_text().strip() == "1"
+
+
+def test_single_try_makes_one_attempt(tmp_path):
+    cmd, counter = failing_n_times(tmp_path, 5, "error: Connection refused")
+    scheduler = SlurmArrayScheduler(policy=RetryPolicy(first_delay=0.01))
+    with pytest.raises(errors.SchedulerUnavailableError):
+        scheduler.run([cmd], EventLog(), single_try=True)
     assert counter.read_text().strip() == "1"

@@ -46,6 +46,10 @@ class RetryPolicy:
     max_delay: float = 30.0
     deadline: float = 600.0
 
+    def single_try(self) -> "RetryPolicy":
+        """One attempt, no retries, at most 20 s: for look-ups worth a try, not a minute."""
+        return dataclasses.replace(self, deadline=0.0, timeout=min(self.timeout, 20.0))
+
     def delays(self) -> typing.Iterator[float]:
         """The waits between attempts, forever."""
         delay = self.first_delay
@@ -54,23 +58,17 @@ class RetryPolicy:
             delay = min(delay * self.factor, self.max_delay)
 
 
-# Messages of SLURM and Grid Engine clients that mean "try again later".
-DEFAULT_TRANSIENT_PATTERNS = (
+#: Failures of any client-server command that mean "try again later". Each
+#: adapter adds the phrases of its own scheduler's clients.
+GENERIC_TRANSIENT_PATTERNS = (
     r"socket timed out",
-    r"unable to contact slurm controller",
-    r"slurm_receive_msg",
-    r"zero bytes were transmitted",
     r"connection refused",
     r"connection reset",
     r"resource temporarily unavailable",
     r"transport endpoint",
     r"try again",
     r"temporarily",
-    r"controller.*(not responding|busy)",
     r"communication error",
-    r"can't contact qmaster",
-    r"unable to contact qmaster",
-    r"failed receiving gdi request",
 )
 
 
@@ -86,7 +84,7 @@ def run_command(
     policy: RetryPolicy,
     log: typing.Optional[EventLog] = None,
     env: typing.Optional[typing.Mapping[str, str]] = None,
-    transient_patterns: typing.Iterable[str] = DEFAULT_TRANSIENT_PATTERNS,
+    transient_patterns: typing.Iterable[str] = GENERIC_TRANSIENT_PATTERNS,
     ok_returncodes: typing.Iterable[int] = (0,),
     should_stop: typing.Callable[[], bool] = lambda: False,
     sleep: typing.Callable[[float], None] = time.sleep,

@@ -16,9 +16,10 @@ import abc
 import dataclasses
 import enum
 import os
+import subprocess
 import typing
 
-from .commands import run_command
+from .commands import GENERIC_TRANSIENT_PATTERNS, RetryPolicy, run_command
 from .event_log import EventLog
 
 
@@ -96,12 +97,61 @@ class SubmitRequest:
 
 
 class Scheduler(abc.ABC):
-    """The interface of a scheduler adapter."""
+    """The interface of a scheduler adapter.
+
+    An adapter fills in :meth:`submit`, :meth:`states` and
+    :meth:`cancel_commands`, and may refine the rest. Every command it runs
+    goes through :meth:`run`, with the adapter's retry ``policy`` and its
+    scheduler's :attr:`transient_patterns`.
+    """
 
     #: Short name used in logs and messages, e.g. ``"slurm"``.
     name: str = "scheduler"
-    #: Retry policy of every command the adapter runs.
-    policy = None
+    #: Phrases (regular expressions, matched lower-case against stderr) of
+    #: this scheduler's clients that mean "try again later", on top of
+    #: :data:`~pypoolparty.core.commands.GENERIC_TRANSIENT_PATTERNS`.
+    transient_patterns: typing.Tuple[str, ...] = ()
+
+    def __init__(self, policy: RetryPolicy):
+        self.policy = policy
+
+    def run(
+        self,
+        argv: typing.Sequence[str],
+        log: EventLog,
+        *,
+        env: typing.Optional[typing.Mapping[str, str]] = None,
+        single_try: bool = False,
+        **kwargs,
+    ) -> subprocess.CompletedProcess:
+        """Run one of the scheduler's commands.
+
+        Parameters
+        ----------
+        argv : sequence of str
+            The command line.
+        log : EventLog
+            Where the attempts are logged.
+        env : mapping, optional
+            Variables on top of this process's environment.
+        single_try : bool
+            One short attempt without retries, for look-ups that are worth
+            a try but not a wait (e.g. why a worker ended).
+        **kwargs
+            Passed on to :func:`~pypoolparty.core.commands.run_command`.
+        """
+        merged = None
+        if env:
+            merged = dict(os.environ)
+            merged.update(env)
+        return run_command(
+            argv,
+            policy=self.policy.single_try() if single_try else self.policy,
+            log=log,
+            env=merged,
+            transient_patterns=GENERIC_TRANSIENT_PATTERNS + self.transient_patterns,
+            **kwargs,
+        )
 
     @abc.abstractmethod
     def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
@@ -123,7 +173,7 @@ class Scheduler(abc.ABC):
     def cancel(self, worker_ids: typing.Collection[str], log: EventLog) -> None:
         """Cancel the given workers."""
         for argv in self.cancel_commands(worker_ids):
-            run_command(argv, policy=self.policy, log=log)
+            self.run(argv, log)
 
     def hint(self, scheduler_state: str) -> str:
         """Advice for jobs lost in this scheduler state, or ''."""
@@ -140,6 +190,37 @@ class Scheduler(abc.ABC):
     def default_processes(self, log: EventLog) -> int:
         """How many workers may run at once when the user did not say."""
         return os.cpu_count() or 1
+
+
+def array_sizes(num_workers: int, max_array_size: int) -> typing.List[int]:
+    """Split ``num_workers`` into arrays of at most ``max_array_size`` tasks."""
+    full, rest = divmod(num_workers, max(1, max_array_size))
+    return [max_array_size] * full + ([rest] if rest else [])
+
+
+def checked_options(
+    options: typing.Mapping[str, typing.Any],
+    reserved: typing.Collection[str],
+    command: str,
+    normalize: typing.Callable[[str], str] = lambda key: key,
+) -> typing.Dict[str, typing.Any]:
+    """A copy of the user's submit options, keys without leading dashes.
+
+    Raises
+    ------
+    ValueError
+        For an option the pool sets itself (in ``reserved``).
+    """
+    out = {}
+    for key, value in options.items():
+        norm = normalize(str(key).lstrip("-"))
+        if norm in reserved:
+            raise ValueError(
+                "{:s} option {!r} is set by the pool itself and cannot be "
+                "passed in {:s}_options".format(command, key, command)
+            )
+        out[norm] = value
+    return out
 
 
 def cancel_targets(

@@ -4,7 +4,7 @@ The SLURM adapter: submit workers as job arrays, read their states, cancel.
 It only translates the core's three requests into ``sbatch``, ``squeue``
 and ``scancel`` calls (plus ``scontrol show config`` for MaxArraySize and
 ``sinfo`` for a default number of processes), each through
-:func:`pypoolparty.core.commands.run_command`.
+:meth:`pypoolparty.core.scheduler.Scheduler.run`.
 """
 from __future__ import annotations
 
@@ -14,13 +14,28 @@ import shlex
 import typing
 
 from .. import errors
-from ..core.commands import RetryPolicy, run_command
+from ..core.commands import RetryPolicy
 from ..core.event_log import EventLog
-from ..core.scheduler import Scheduler, SubmitRequest, WorkerStatus, cancel_targets
+from ..core.scheduler import (
+    Scheduler,
+    SubmitRequest,
+    WorkerStatus,
+    array_sizes,
+    cancel_targets,
+    checked_options,
+)
 from . import parsing
 
 #: sbatch options the pool sets itself.
 RESERVED_OPTIONS = ("array", "wrap", "parsable", "output", "error")
+
+#: What SLURM's clients say when the controller is busy or away for a while.
+TRANSIENT_PATTERNS = (
+    r"unable to contact slurm controller",
+    r"slurm_receive_msg",
+    r"zero bytes were transmitted",
+    r"controller.*(not responding|busy)",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +77,9 @@ def format_options(options: typing.Mapping[str, typing.Any]) -> typing.List[str]
 
 def check_options(options: typing.Mapping[str, typing.Any]) -> typing.Dict[str, typing.Any]:
     """Normalized copy of ``options``; ValueError for options the pool sets."""
-    out = {}
-    for key, value in options.items():
-        norm = str(key).lstrip("-").replace("_", "-")
-        if norm in RESERVED_OPTIONS:
-            raise ValueError(
-                "sbatch option {!r} is set by the pool itself and cannot be "
-                "passed in sbatch_options".format(key)
-            )
-        out[norm] = value
-    return out
+    return checked_options(
+        options, RESERVED_OPTIONS, "sbatch", normalize=lambda key: key.replace("_", "-")
+    )
 
 
 def partition_of(options: typing.Mapping[str, typing.Any]) -> typing.Optional[str]:
@@ -94,28 +102,26 @@ class SlurmScheduler(Scheduler):
         Retry policy for every command.
     """
 
+    transient_patterns = TRANSIENT_PATTERNS
+
     def __init__(
         self,
         sbatch_options: typing.Optional[typing.Mapping[str, typing.Any]] = None,
         commands: SlurmCommands = SlurmCommands(),
         policy: RetryPolicy = RetryPolicy(),
     ):
+        super().__init__(policy)
         self.sbatch_options = check_options(sbatch_options or {})
         self.commands = commands
-        self.policy = policy
         self._max_array_size: typing.Optional[int] = None
         self._array_sizes: typing.Dict[str, int] = {}
         self._accounting: typing.Optional[bool] = None
-        # Looking up the cause of a loss is worth one try, not a minute.
-        self._once = dataclasses.replace(policy, deadline=0.0, timeout=min(policy.timeout, 20.0))
 
     # ------------------------------------------------------------- limits
     def max_array_size(self, log: EventLog) -> int:
         """MaxArraySize of the cluster (read once): tasks per array."""
         if self._max_array_size is None:
-            proc = run_command(
-                [self.commands.scontrol, "show", "config"], policy=self.policy, log=log
-            )
+            proc = self.run([self.commands.scontrol, "show", "config"], log)
             config = parsing.parse_config(proc.stdout)
             value = int(config.get("MaxArraySize", "1001"))
             self._max_array_size = max(1, value)
@@ -128,7 +134,7 @@ class SlurmScheduler(Scheduler):
         partition = partition_of(self.sbatch_options)
         if partition:
             argv.append("--partition=" + partition)
-        proc = run_command(argv, policy=self.policy, log=log)
+        proc = self.run(argv, log)
         cpus = parsing.parse_sinfo_cpus(proc.stdout)
         log.event("default_processes", cpus=cpus, partition=partition)
         return max(1, cpus)
@@ -151,9 +157,7 @@ class SlurmScheduler(Scheduler):
 
     def _sbatch(self, argv: typing.List[str], request: SubmitRequest, log: EventLog) -> str:
         """Run sbatch; return the job id."""
-        env = dict(os.environ)
-        env.update(request.env)
-        proc = run_command(argv, policy=self.policy, log=log, env=env)
+        proc = self.run(argv, log, env=request.env)
         return parsing.parse_sbatch_parsable(proc.stdout)
 
     # ------------------------------------------------------------- states
@@ -173,7 +177,7 @@ class SlurmScheduler(Scheduler):
             "--format=" + parsing.SQUEUE_FORMAT,
         ]
         try:
-            proc = run_command(argv, policy=self.policy, log=log)
+            proc = self.run(argv, log)
         except errors.SchedulerCommandError as err:
             if "invalid job id" in err.stderr.lower():
                 return {}  # SLURM has forgotten every one of them
@@ -188,27 +192,20 @@ class SlurmScheduler(Scheduler):
         ``sacct`` where accounting exists, else ''.
         """
         try:
-            proc = run_command(
-                [self.commands.scontrol, "show", "job", worker_id],
-                policy=self._once,
-                log=log,
-            )
+            proc = self.run([self.commands.scontrol, "show", "job", worker_id], log, single_try=True)
             return parsing.describe_job(proc.stdout)
         except errors.SchedulerCommandError:
             pass
         if self._accounting is not False:
             try:
-                proc = run_command(
-                    [
-                        self.commands.sacct,
-                        "--noheader",
-                        "--parsable2",
-                        "--jobs=" + worker_id,
-                        "--format=State,ExitCode,NodeList,Elapsed",
-                    ],
-                    policy=self._once,
-                    log=log,
-                )
+                argv = [
+                    self.commands.sacct,
+                    "--noheader",
+                    "--parsable2",
+                    "--jobs=" + worker_id,
+                    "--format=State,ExitCode,NodeList,Elapsed",
+                ]
+                proc = self.run(argv, log, single_try=True)
                 self._accounting = True
                 return parsing.describe_sacct(proc.stdout)
             except errors.SchedulerCommandError:
@@ -246,11 +243,8 @@ class SlurmArrayScheduler(SlurmScheduler):
     name = "slurm.array"
 
     def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
-        per_array = self.max_array_size(log)
         ids: typing.List[str] = []
-        remaining = request.num_workers
-        while remaining > 0:
-            num = min(per_array, remaining)
+        for num in array_sizes(request.num_workers, self.max_array_size(log)):
             throttle = min(request.max_running, num)
             argv = self._sbatch_argv(
                 request,
@@ -261,7 +255,6 @@ class SlurmArrayScheduler(SlurmScheduler):
             job_id = self._sbatch(argv, request, log)
             self._array_sizes[job_id] = num
             ids.extend("{:s}_{:d}".format(job_id, i) for i in range(num))
-            remaining -= num
         return ids
 
 

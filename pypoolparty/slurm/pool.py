@@ -1,77 +1,20 @@
 """
-What both SLURM pools share: their keyword arguments and how they become an
-adapter. ``pypoolparty.slurm.array.Pool`` runs workers as array tasks,
-``pypoolparty.slurm.Pool`` as single jobs.
+The SLURM pools: ``pypoolparty.slurm.array.Pool`` runs workers as tasks of
+job arrays, ``pypoolparty.slurm.Pool`` as single jobs. Both are the core's
+pool with a SLURM adapter and SLURM's keyword arguments.
 """
 from __future__ import annotations
 
 import typing
 
 from ..core.commands import RetryPolicy
+from ..core.parameters import document
 from ..core.pool import ClusterPool
 from .adapter import SlurmArrayScheduler, SlurmCommands, SlurmJobScheduler, SlurmScheduler
 
 
 class SlurmPool(ClusterPool):
-    """A ``multiprocessing.Pool`` whose workers are SLURM jobs.
-
-    ``pool.map(func, jobs)`` pickles ``func`` and the jobs (cloudpickle)
-    into a work dir on the shared filesystem, submits workers that claim
-    chunks of jobs until none is left, and returns the results in order,
-    exactly as ``multiprocessing.Pool().map(func, jobs)`` would.
-
-    Parameters
-    ----------
-    processes : int or None
-        At most this many workers of the pool run at once.
-        None: the CPUs of the partition (from ``sinfo``), or ``num_chunks``
-        if that is given.
-    initializer : callable or None
-        Called as ``initializer(*initargs)`` once in each array task.
-    initargs : tuple
-        Arguments of ``initializer``.
-    maxtasksperchild : int or None
-        Accepted for compatibility with ``multiprocessing.Pool``.
-    work_dir : str or None
-        A directory on a filesystem the compute nodes share. Each map
-        makes a private folder (mode 0700) in it, removed after success
-        unless ``keep_work_dir``, kept on failure. None: a new folder under
-        ``$PYPOOLPARTY_WORK_DIR`` or the current directory.
-    sbatch_options : dict or None
-        sbatch options passed straight through, e.g.
-        ``{"time": "00:10:00", "mem": "2G", "partition": "debug",
-        "cpus-per-task": 4, "exclusive": True}``. ``True`` gives a flag,
-        ``False``/``None`` leave the option out. ``array``, ``wrap``,
-        ``parsable``, ``output`` and ``error`` are the pool's own.
-    python_path : str or None
-        The Python interpreter on the compute nodes (default: this one).
-    polling_interval : float
-        Seconds between two ``squeue`` calls (one per pool, whatever the
-        number of maps and jobs). Result files are looked at far more often.
-    max_num_resubmissions : int
-        How often the jobs of a worker that died without a result are
-        resubmitted before the map raises
-        :class:`~pypoolparty.errors.JobsLostError`.
-    keep_work_dir : bool
-        Keep each map's folder after success too.
-    verbose : bool
-        Also print the log's events to stderr.
-    slurm_call_timeout : float
-        Seconds one sbatch/squeue/scancel call may take before it counts as
-        a transient failure and is retried.
-    sbatch_path, squeue_path, scancel_path, scontrol_path, sinfo_path : str
-        The SLURM commands.
-    job_name : str
-        The job name in ``squeue``.
-    num_simultaneously_running_tasks : int or None
-        The name of ``processes`` in pypoolparty 0.3's array pool.
-    num_chunks : int or None
-        Cut the jobs into this many chunks (pypoolparty 0.3's per-chunk
-        pools), unless ``chunksize`` is given.
-    retry_policy : RetryPolicy or None
-        Back-off and deadline for transient scheduler failures; its
-        ``timeout`` defaults to ``slurm_call_timeout``.
-    """
+    """What both SLURM pools share: their keywords and how they become an adapter."""
 
     #: The adapter class; each SLURM pool sets its own.
     scheduler_class: typing.Type[SlurmScheduler] = SlurmScheduler
@@ -96,6 +39,7 @@ class SlurmPool(ClusterPool):
         scancel_path: str = "scancel",
         scontrol_path: str = "scontrol",
         sinfo_path: str = "sinfo",
+        sacct_path: str = "sacct",
         job_name: str = "pypoolparty",
         num_simultaneously_running_tasks: typing.Optional[int] = None,
         num_chunks: typing.Optional[int] = None,
@@ -108,18 +52,18 @@ class SlurmPool(ClusterPool):
                     "same setting; give one of them"
                 )
             processes = num_simultaneously_running_tasks
-        if retry_policy is None:
-            retry_policy = RetryPolicy(timeout=float(slurm_call_timeout))
+        commands = SlurmCommands(
+            sbatch=sbatch_path,
+            squeue=squeue_path,
+            scancel=scancel_path,
+            scontrol=scontrol_path,
+            sinfo=sinfo_path,
+            sacct=sacct_path,
+        )
         scheduler = self.scheduler_class(
             sbatch_options=sbatch_options,
-            commands=SlurmCommands(
-                sbatch=sbatch_path,
-                squeue=squeue_path,
-                scancel=scancel_path,
-                scontrol=scontrol_path,
-                sinfo=sinfo_path,
-            ),
-            policy=retry_policy,
+            commands=commands,
+            policy=retry_policy or RetryPolicy(timeout=float(slurm_call_timeout)),
         )
         super().__init__(
             processes,
@@ -138,9 +82,68 @@ class SlurmPool(ClusterPool):
         )
 
 
-class Pool(SlurmPool):
-    scheduler_class = SlurmJobScheduler
+_SLURM_WORDS = dict(status="squeue", nodes="compute nodes", timeout_keyword="slurm_call_timeout")
 
 
+@document(**_SLURM_WORDS)
 class ArrayPool(SlurmPool):
+    """A ``multiprocessing.Pool`` whose workers are SLURM array tasks.
+
+    ``pool.map(func, jobs)`` pickles ``func`` and the jobs (cloudpickle)
+    into a work dir on the shared filesystem, submits job arrays whose
+    tasks claim chunks of jobs until none is left, and returns the results
+    in order, exactly as ``multiprocessing.Pool().map(func, jobs)`` would.
+    One ``sbatch --array`` per map (per MaxArraySize workers); ``processes``
+    is also the array's throttle (``%N``).
+
+    Parameters
+    ----------
+    processes : int or None
+        At most this many workers of the pool run at once. None: the CPUs
+        of the partition (from ``sinfo``), or ``num_chunks`` if given.
+    ${common}
+    sbatch_options : dict or None
+        sbatch options passed straight through, e.g.
+        ``{"time": "00:10:00", "mem": "2G", "partition": "debug",
+        "cpus-per-task": 4, "exclusive": True}``. ``True`` gives a flag,
+        ``False``/``None`` leave the option out. ``array``, ``wrap``,
+        ``parsable``, ``output`` and ``error`` are the pool's own.
+    slurm_call_timeout : float
+        Seconds one sbatch/squeue/scancel call may take before it counts as
+        a transient failure and is retried.
+    sbatch_path, squeue_path, scancel_path, scontrol_path, sinfo_path, sacct_path : str
+        The SLURM commands (``sacct`` is used, where accounting exists, to
+        tell why a worker ended).
+    num_simultaneously_running_tasks : int or None
+        The name of ``processes`` in pypoolparty 0.3's array pool.
+    """
+
     scheduler_class = SlurmArrayScheduler
+
+
+@document(**_SLURM_WORDS)
+class Pool(SlurmPool):
+    """A ``multiprocessing.Pool`` whose workers are single SLURM jobs.
+
+    For sites that disable or shrink job arrays: one ``sbatch`` per worker;
+    with ``processes`` at least the number of chunks, one per chunk.
+    Otherwise as :class:`pypoolparty.slurm.array.Pool`.
+
+    Parameters
+    ----------
+    processes : int or None
+        At most this many workers (jobs) of the pool run at once. None: the
+        CPUs of the partition (from ``sinfo``), or ``num_chunks`` if given.
+    ${common}
+    sbatch_options : dict or None
+        As for :class:`pypoolparty.slurm.array.Pool`.
+    slurm_call_timeout : float
+        Seconds one sbatch/squeue/scancel call may take before it counts as
+        a transient failure and is retried.
+    sbatch_path, squeue_path, scancel_path, scontrol_path, sinfo_path, sacct_path : str
+        The SLURM commands.
+    num_simultaneously_running_tasks : int or None
+        Another name of ``processes`` (pypoolparty 0.3).
+    """
+
+    scheduler_class = SlurmJobScheduler

@@ -1,7 +1,7 @@
 """
 The Grid Engine adapter: workers as array tasks (``qsub -t``), states from
 ``qstat -xml``, cancel with ``qdel``. It only translates; every call goes
-through :func:`pypoolparty.core.commands.run_command`.
+through :meth:`pypoolparty.core.scheduler.Scheduler.run`.
 """
 from __future__ import annotations
 
@@ -11,13 +11,27 @@ import shlex
 import typing
 
 from .. import errors
-from ..core.commands import RetryPolicy, run_command
+from ..core.commands import RetryPolicy
 from ..core.event_log import EventLog
-from ..core.scheduler import Scheduler, SubmitRequest, WorkerStatus, cancel_targets
+from ..core.scheduler import (
+    Scheduler,
+    SubmitRequest,
+    WorkerStatus,
+    array_sizes,
+    cancel_targets,
+    checked_options,
+)
 from . import parsing
 
 #: qsub options the pool sets itself.
 RESERVED_OPTIONS = ("t", "tc", "terse", "o", "e", "j", "S", "b")
+
+#: What Grid Engine's clients say when the qmaster is busy or away for a while.
+TRANSIENT_PATTERNS = (
+    r"can't contact qmaster",
+    r"unable to contact qmaster",
+    r"failed receiving gdi request",
+)
 
 #: Grid Engine's default of max_aj_tasks (tasks per array).
 DEFAULT_MAX_ARRAY_TASKS = 75000
@@ -56,16 +70,7 @@ def format_options(options: typing.Mapping[str, typing.Any]) -> typing.List[str]
 
 def check_options(options: typing.Mapping[str, typing.Any]) -> typing.Dict[str, typing.Any]:
     """Normalized copy of ``options``; ValueError for options the pool sets."""
-    out = {}
-    for key, value in options.items():
-        norm = str(key).lstrip("-")
-        if norm in RESERVED_OPTIONS:
-            raise ValueError(
-                "qsub option {!r} is set by the pool itself and cannot be "
-                "passed in qsub_options".format(key)
-            )
-        out[norm] = value
-    return out
+    return checked_options(options, RESERVED_OPTIONS, "qsub")
 
 
 class SgeArrayScheduler(Scheduler):
@@ -84,6 +89,7 @@ class SgeArrayScheduler(Scheduler):
     """
 
     name = "sun_grid_engine"
+    transient_patterns = TRANSIENT_PATTERNS
 
     def __init__(
         self,
@@ -92,13 +98,12 @@ class SgeArrayScheduler(Scheduler):
         policy: RetryPolicy = RetryPolicy(),
         error_state_indicator: str = "E",
     ):
+        super().__init__(policy)
         self.qsub_options = check_options(qsub_options or {})
         self.commands = commands
-        self.policy = policy
         self.error_state_indicator = error_state_indicator
         self._max_array_tasks: typing.Optional[int] = None
         self._array_sizes: typing.Dict[str, int] = {}
-        self._once = dataclasses.replace(policy, deadline=0.0, timeout=min(policy.timeout, 20.0))
 
     # ------------------------------------------------------------- limits
     def max_array_tasks(self, log: EventLog) -> int:
@@ -106,7 +111,7 @@ class SgeArrayScheduler(Scheduler):
         if self._max_array_tasks is None:
             value = DEFAULT_MAX_ARRAY_TASKS
             try:
-                proc = run_command([self.commands.qconf, "-sconf"], policy=self._once, log=log)
+                proc = self.run([self.commands.qconf, "-sconf"], log, single_try=True)
                 configured = parsing.parse_global_config(proc.stdout).get("max_aj_tasks", "")
                 if configured.isdigit() and int(configured) > 0:
                     value = int(configured)
@@ -118,7 +123,7 @@ class SgeArrayScheduler(Scheduler):
 
     def default_processes(self, log: EventLog) -> int:
         """The slots of the queue the jobs go to (``qstat -g c``)."""
-        proc = run_command([self.commands.qstat, "-g", "c"], policy=self.policy, log=log)
+        proc = self.run([self.commands.qstat, "-g", "c"], log)
         queue = self.qsub_options.get("q")
         slots = parsing.parse_qstat_gc_slots(proc.stdout, str(queue) if queue else None)
         log.event("default_processes", slots=slots, queue=queue)
@@ -127,16 +132,11 @@ class SgeArrayScheduler(Scheduler):
     # ------------------------------------------------------------- submit
     def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
         """One qsub per array of at most max_aj_tasks tasks."""
-        per_array = self.max_array_tasks(log)
         script = "exec {:s} --worker-id \"${{JOB_ID}}.${{SGE_TASK_ID}}\"\n".format(
             " ".join(shlex.quote(a) for a in request.worker_argv)
         )
-        env = dict(os.environ)
-        env.update(request.env)
         ids: typing.List[str] = []
-        remaining = request.num_workers
-        while remaining > 0:
-            num = min(per_array, remaining)
+        for num in array_sizes(request.num_workers, self.max_array_tasks(log)):
             argv = (
                 [self.commands.qsub, "-terse", "-V", "-S", "/bin/sh", "-j", "y"]
                 + ["-t", "1-{:d}".format(num), "-tc", str(min(request.max_running, num))]
@@ -144,11 +144,10 @@ class SgeArrayScheduler(Scheduler):
                 + ["-N", request.name, "-wd", request.cwd]
                 + format_options(self.qsub_options)
             )
-            proc = run_command(argv, policy=self.policy, log=log, env=env, input=script)
+            proc = self.run(argv, log, env=request.env, input=script)
             job_id = parsing.parse_qsub_terse(proc.stdout)
             self._array_sizes[job_id] = num
             ids.extend("{:s}.{:d}".format(job_id, i) for i in range(1, num + 1))
-            remaining -= num
         return ids
 
     # ------------------------------------------------------------- states
@@ -156,7 +155,7 @@ class SgeArrayScheduler(Scheduler):
         self, worker_ids: typing.Collection[str], log: EventLog
     ) -> typing.Dict[str, WorkerStatus]:
         """One ``qstat -xml`` (the user's own jobs); finished ones are absent."""
-        proc = run_command([self.commands.qstat, "-xml"], policy=self.policy, log=log)
+        proc = self.run([self.commands.qstat, "-xml"], log)
         wanted = set(worker_ids)
         return {
             w: s
@@ -169,7 +168,7 @@ class SgeArrayScheduler(Scheduler):
         """The error reason (``qstat -j``) or the accounting (``qacct -j``)."""
         job, _, task = worker_id.partition(".")
         try:
-            proc = run_command([self.commands.qstat, "-j", job], policy=self._once, log=log)
+            proc = self.run([self.commands.qstat, "-j", job], log, single_try=True)
             reason = parsing.describe_qstat_j(proc.stdout)
             if reason:
                 return reason
@@ -177,7 +176,7 @@ class SgeArrayScheduler(Scheduler):
             pass
         argv = [self.commands.qacct, "-j", job] + (["-t", task] if task else [])
         try:
-            proc = run_command(argv, policy=self._once, log=log)
+            proc = self.run(argv, log, single_try=True)
             return parsing.describe_qacct(proc.stdout)
         except errors.SchedulerCommandError:
             return ""
@@ -200,7 +199,7 @@ class SgeArrayScheduler(Scheduler):
         is an error.
         """
         for argv in self.cancel_commands(worker_ids):
-            proc = run_command(argv, policy=self.policy, log=log, ok_returncodes=(0, 1))
+            proc = self.run(argv, log, ok_returncodes=(0, 1))
             if proc.returncode == 0:
                 continue
             complaints = [

@@ -7,12 +7,14 @@ from __future__ import annotations
 import typing
 
 from ..core.commands import RetryPolicy
+from ..core.parameters import document
 from ..core.pool import ClusterPool
 from .adapter import SgeArrayScheduler, SgeCommands
 
 __all__ = ["Pool"]
 
 
+@document(status="qstat", nodes="execution hosts", timeout_keyword="sge_call_timeout")
 class Pool(ClusterPool):
     """A ``multiprocessing.Pool`` whose workers are Grid Engine array tasks.
 
@@ -27,26 +29,12 @@ class Pool(ClusterPool):
         At most this many array tasks of the pool run at once (also passed
         as ``qsub -tc``). None: the slots of the queue (``qstat -g c``), or
         ``num_chunks`` if that is given.
-    initializer, initargs, maxtasksperchild
-        As for ``multiprocessing.Pool``.
-    work_dir : str or None
-        A directory on a filesystem the execution hosts share; see
-        :class:`pypoolparty.slurm.array.Pool`.
+    ${common}
     qsub_options : dict or None
         qsub options passed straight through, e.g. ``{"l": "h_vmem=2G",
         "q": "all.q", "pe": "smp 4"}``; values are split like a shell
         would, a list repeats the option, ``True`` gives a flag. ``t``,
         ``tc``, ``terse``, ``o``, ``e``, ``j``, ``S`` and ``b`` are the pool's.
-    python_path : str or None
-        The Python interpreter on the execution hosts (default: this one).
-    polling_interval : float
-        Seconds between two ``qstat`` calls (one per pool).
-    max_num_resubmissions : int
-        How often the jobs of a worker that died, or sat in an error state
-        (``Eqw``), are resubmitted before the map raises
-        :class:`~pypoolparty.errors.JobsLostError`.
-    keep_work_dir, verbose
-        As for :class:`pypoolparty.slurm.array.Pool`.
     sge_call_timeout : float
         Seconds one qsub/qstat/qdel call may take before it counts as a
         transient failure.
@@ -54,15 +42,8 @@ class Pool(ClusterPool):
         The Grid Engine commands.
     queue_name : str or None
         pypoolparty 0.3's way to say ``qsub_options={"q": queue_name}``.
-    num_chunks : int or None
-        Cut the jobs into this many chunks (pypoolparty 0.3), unless
-        ``chunksize`` is given.
     error_state_indicator : str
         The letter of qstat's error states (pypoolparty 0.3).
-    job_name : str
-        The job name in ``qstat``.
-    retry_policy : RetryPolicy or None
-        Back-off and deadline for transient failures.
     """
 
     def __init__(
@@ -94,8 +75,6 @@ class Pool(ClusterPool):
         options = dict(qsub_options or {})
         if queue_name is not None:
             options.setdefault("q", queue_name)
-        if retry_policy is None:
-            retry_policy = RetryPolicy(timeout=float(sge_call_timeout))
         scheduler = SgeArrayScheduler(
             qsub_options=options,
             commands=SgeCommands(
@@ -105,7 +84,7 @@ class Pool(ClusterPool):
                 qconf=qconf_path,
                 qacct=qacct_path,
             ),
-            policy=retry_policy,
+            policy=retry_policy or RetryPolicy(timeout=float(sge_call_timeout)),
             error_state_indicator=error_state_indicator,
         )
         super().__init__(
