@@ -25,7 +25,7 @@ import tempfile
 import time
 
 import pypoolparty.slurm.array
-from pypoolparty import event_log
+from pypoolparty.core import event_log
 
 SBATCH_OPTIONS = {"time": "00:30:00"}
 
