@@ -5,24 +5,39 @@ They need root (apt-get, and the daemons start as root). On a machine
 without Grid Engine the first start installs gridengine-master,
 gridengine-exec and gridengine-client with apt-get.
 
-There is one Grid Engine per machine. If one runs already that these tests
-did not start, they use it and stop nothing of it; the assertions about what
-was started and stopped then check that nothing was.
+There is one Grid Engine cell per machine, shared by everyone on it: run
+this file under ``flock /tmp/pypoolparty-sge.lock``. It asserts the same
+whether or not a cell runs when it begins, and leaves the machine as it
+found it:
+
+* the module's cell is the one that runs, or else one the module starts
+  (and stops at its end);
+* the tests of the running cell check that it takes jobs, that starting
+  it again changes nothing, that another state directory uses it as it is
+  (its start starts nothing, its stop stops and deletes nothing) and what
+  the command line says of it;
+* ``test_stop_and_start_for_real`` stops the running cell through the state
+  directory that started it, checks that nothing of it is left, starts and
+  stops cells of its own from nothing (from Python and from the command
+  line), and at the end starts the cell it stopped again, from the same
+  state directory and with the same slots.
 """
 import os
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ElementTree
+from xml.etree import ElementTree
 
 import pytest
 
-from pypoolparty.testing import local_sge
+from pypoolparty.testing import local_sge, processes, sge_config
 from pypoolparty.testing.local_sge import LocalSgeCluster
 
 from conftest import wait_until
 
 CLI = [sys.executable, "-m", "pypoolparty.testing.local_sge"]
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a local Grid Engine needs root")
 
 
 def run(cluster, *argv, check=True, timeout=30):
@@ -32,80 +47,16 @@ def run(cluster, *argv, check=True, timeout=30):
     )
 
 
-def qsub(cluster, *args):
-    """Submit; the job id (without an array's task range)."""
-    out = run(cluster, "qsub", "-terse", *args).stdout.strip()
-    return out.split(".")[0]
+def cli(state_dir, *args, timeout=120):
+    return subprocess.run(
+        [*CLI, *args, "--dir", state_dir], capture_output=True, text=True,
+        timeout=timeout, stdin=subprocess.DEVNULL,
+    )
 
 
-def qstat_xml(cluster):
-    return ElementTree.fromstring(run(cluster, "qstat", "-u", "*", "-xml").stdout)
-
-
-def job_entries(cluster, job_id):
-    """(section, state, tasks) of each <job_list> of the job in qstat -xml."""
-    root = qstat_xml(cluster)
-    found = []
-    for section in ("queue_info", "job_info"):
-        for part in root.findall(section):
-            for job in part.iter("job_list"):
-                if job.findtext("JB_job_number") == job_id:
-                    found.append((section, job.findtext("state"), job.findtext("tasks")))
-    return found
-
-
-def job_ids(cluster):
-    return {j.findtext("JB_job_number") for j in qstat_xml(cluster).iter("job_list")}
-
-
-def qdel_and_wait(cluster, job_id):
-    run(cluster, "qdel", job_id, check=False)
-    assert wait_until(lambda: job_id not in job_ids(cluster), timeout=15)
-
-
-def sge_daemons():
-    """Pids of the live sge_qmaster and sge_execd processes on the machine."""
-    return {
-        pid for pid in local_sge._pids()
-        if local_sge._read_comm(pid) in local_sge.SGE_DAEMON_NAMES and local_sge._is_live(pid)
-    }
-
-
-def processes_alive(processes):
-    """Those of (pid, start time) that still run (not zombies)."""
-    alive = []
-    for pid, start_time in processes:
-        stat = local_sge._read_proc_stat(pid)
-        if stat is not None and stat[1] == start_time and stat[0] not in ("Z", "X"):
-            alive.append(pid)
-    return alive
-
-
-# ----------------------------------------------------------------------
-# The command line, first: it starts and stops a Grid Engine of its own
-# before the module's fixture starts one (or uses one that runs already).
-
-
-def test_command_line(tmp_path):
-    state_dir = str(tmp_path / "cli")
-    probe = LocalSgeCluster(state_dir=state_dir)
-    if os.path.isdir(probe.common_dir):
-        ran_before = probe.is_running()
-    else:
-        ran_before = False  # not even installed yet
-
-    def call(*args, timeout=120):
-        return subprocess.run(
-            [*CLI, *args, "--dir", state_dir], capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL,
-        )
-
-    stop = call("stop")
-    assert stop.returncode == 0, stop.stderr  # nothing runs from here: fine
-    assert call("status").returncode == (0 if ran_before else 1)
-
-    # the output of start evaluates in a shell: comments, then the exports
-    shell = subprocess.run(
+def eval_start(state_dir):
+    """``eval "$(... start)"`` in bash, then ``qconf -sh`` with what it exported."""
+    return subprocess.run(
         [
             "bash", "-c",
             'out="$("$@")" || exit 1; eval "$out" && printf "%s\\n" "$out" '
@@ -114,139 +65,46 @@ def test_command_line(tmp_path):
         ],
         capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )
-    try:
-        assert shell.returncode == 0, shell.stdout + shell.stderr
-        lines = shell.stdout.splitlines()
-        env_at = lines.index("ENV /var/lib/gridengine default")
-        start_lines = lines[:env_at]
-        exports = probe.export_lines()
-        assert start_lines[-len(exports):] == exports
-        assert all(line.startswith("# ") for line in start_lines[:-len(exports)])
-        assert any("all.q@" in line for line in start_lines)
-        assert probe.hostname in lines[env_at + 1:]  # qconf -sh answered
-
-        assert call("env").stdout.splitlines() == exports
-        status = call("status")
-        assert status.returncode == 0
-        assert f"all.q@{probe.hostname}" in status.stdout
-
-        records = probe._records()
-        if ran_before:
-            assert records == []
-        else:
-            assert sorted(r.name for r in records) == ["sge_execd", "sge_qmaster"]
-            assert all(r.is_alive() for r in records)
-            assert {r.pid for r in records} == sge_daemons()
-    finally:
-        stop = call("stop")
-    assert stop.returncode == 0, stop.stderr
-    assert not any(r.is_alive() for r in records)
-    assert probe._records() == []
-    if not ran_before:
-        assert "stopped sge_execd" in stop.stdout
-        assert call("status").returncode == 1
-        assert sge_daemons() == set()
 
 
-# ----------------------------------------------------------------------
-# One Grid Engine for the rest of the module
+def qsub(cluster, *args):
+    """Submit; the job id (without an array's task range)."""
+    return run(cluster, "qsub", "-terse", *args).stdout.strip().split(".")[0]
 
 
-@pytest.fixture(scope="module")
-def module_cluster(tmp_path_factory):
-    c = LocalSgeCluster(slots=2, state_dir=str(tmp_path_factory.mktemp("sge_state")))
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture
-def cluster(module_cluster):
-    """The module's Grid Engine, started again if a test stopped it."""
-    if not module_cluster.is_running():
-        module_cluster.start()
-    return module_cluster
-
-
-def test_exec_host_and_queue_are_usable(cluster):
-    host = cluster.hostname
-    assert cluster.is_running()
-    assert cluster.queue_state() == ""
-    assert cluster.queue_instance == f"all.q@{host}"
-
-    qhost = ElementTree.fromstring(run(cluster, "qhost", "-xml", "-h", host).stdout)
-    values = {
-        v.get("name"): v.text
-        for h in qhost.iter("host") if h.get("name") == host
-        for v in h.iter("hostvalue")
-    }
-    assert values["load_avg"] not in (None, "-")
-    assert int(values["num_proc"]) == os.cpu_count()
-
-    assert host in run(cluster, "qconf", "-sel").stdout.split()
-    assert host in run(cluster, "qconf", "-ss").stdout.split()
-    assert host in run(cluster, "qconf", "-shgrp", "@allhosts").stdout.split()
-    if cluster.started_here():
-        queue = run(cluster, "qconf", "-sq", "all.q").stdout
-        assert local_sge._attribute(queue, "slots") == "2"
-        assert local_sge._attribute(queue, "load_thresholds") == "NONE"
-        assert "@allhosts" in local_sge._attribute(queue, "hostlist").split()
-        sconf = run(cluster, "qconf", "-ssconf").stdout
-        for key, value in local_sge.SCHEDULER_SETTINGS.items():
-            assert local_sge._attribute(sconf, key) == value
-        conf = run(cluster, "qconf", "-sconf", "global").stdout
-        assert local_sge._attribute(conf, "min_uid") == "0"
-        assert local_sge._attribute(conf, "min_gid") == "0"
-
-
-def test_start_again_changes_nothing(cluster):
-    pids = cluster.daemon_pids()
-    if cluster.started_here():
-        assert set(pids) == {"sge_qmaster", "sge_execd"}
-    t0 = time.monotonic()
-    cluster.start()
-    assert time.monotonic() - t0 < 10
-    assert cluster.daemon_pids() == pids
-
-
-def test_another_state_dir_uses_the_running_one(cluster, tmp_path):
-    other = LocalSgeCluster(state_dir=str(tmp_path / "other"))
-    pids = cluster.daemon_pids()
-    other.start(timeout=20)
-    assert other.is_running()
-    assert other.daemon_pids() == {}
-    assert not other.started_here()
-    other.stop()
-    assert cluster.is_running()
-    assert cluster.daemon_pids() == pids
-
-
-def test_env(cluster):
-    env = cluster.env()
-    assert env["SGE_ROOT"] == "/var/lib/gridengine"
-    assert env["SGE_CELL"] == "default"
-    assert env["PATH"] == os.environ["PATH"]
-
-
-def test_binary_job_writes_its_output(cluster, tmp_path):
-    out = tmp_path / "hi.txt"
-    qsub(cluster, "-b", "y", "-S", "/bin/sh", "-o", str(out), "-j", "y", "echo", "hi")
-    assert wait_until(lambda: out.exists() and out.read_text() == "hi\n", timeout=10)
-
-
-def test_array_runs_all_tasks(cluster, tmp_path):
-    script = tmp_path / "task.sh"
-    script.write_text(f'echo "$JOB_ID $SGE_TASK_ID" > {tmp_path}/task.$SGE_TASK_ID\n')
-    job_id = qsub(
-        cluster, "-t", "1-4", "-S", "/bin/sh", "-j", "y",
-        "-o", f"{tmp_path}/$JOB_ID.$TASK_ID.log", str(script),
+def qsub_sleep(cluster, seconds):
+    return qsub(
+        cluster, "-b", "y", "-S", "/bin/sh", "-o", "/dev/null", "-j", "y", "sleep", str(seconds)
     )
-    assert wait_until(lambda: not job_entries(cluster, job_id), timeout=20)
-    for task in range(1, 5):
-        assert (tmp_path / f"task.{task}").read_text() == f"{job_id} {task}\n"
-        assert (tmp_path / f"{job_id}.{task}.log").read_text() == ""
+
+
+def qstat_xml(cluster):
+    return ElementTree.fromstring(run(cluster, "qstat", "-u", "*", "-xml").stdout)
+
+
+def job_entries(cluster, job_id):
+    """(section, state, tasks) of each <job_list> of the job in qstat -xml."""
+    found = []
+    for section in ("queue_info", "job_info"):
+        for part in qstat_xml(cluster).findall(section):
+            for job in part.iter("job_list"):
+                if job.findtext("JB_job_number") == job_id:
+                    found.append((section, job.findtext("state"), job.findtext("tasks")))
+    return found
+
+
+def wait_running(cluster, job_id):
+    assert wait_until(lambda: [e[1] for e in job_entries(cluster, job_id)] == ["r"], timeout=15)
+
+
+def qdel_and_wait(cluster, job_id):
+    run(cluster, "qdel", job_id, check=False)
+    assert wait_until(lambda: job_id not in cluster.job_ids(), timeout=15)
+
+
+def sge_daemons():
+    """Pids of the live sge_qmaster and sge_execd processes on the machine."""
+    return set(processes.live_pids_named(local_sge.SGE_DAEMON_NAMES))
 
 
 def queue_slots(cluster):
@@ -258,91 +116,276 @@ def queue_slots(cluster):
     raise AssertionError(f"no {cluster.queue_instance} in qstat -f -xml")
 
 
-def test_qstat_xml_shows_running_and_pending_tasks(cluster):
-    slots = queue_slots(cluster)  # 2 if the fixture configured it
+def a_job_runs(cluster, tmp_path):
+    out = tmp_path / f"hi-{time.monotonic_ns()}.txt"
+    qsub(cluster, "-b", "y", "-S", "/bin/sh", "-o", str(out), "-j", "y", "echo", "hi")
+    return wait_until(lambda: out.exists() and out.read_text() == "hi\n", timeout=15)
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    """The running cell, or one this module starts (and stops at its end)."""
+    c = LocalSgeCluster(slots=2, state_dir=str(tmp_path_factory.mktemp("sge_state")))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()  # stops only what was started from its state directory
+
+
+# ----------------------------------------------------------------------
+# the running cell, whoever started it
+
+
+def test_exec_host_and_queue_are_usable(cell):
+    host = cell.hostname
+    assert cell.is_running()
+    assert cell.queue_state() == ""
+    assert cell.queue_instance == f"all.q@{host}"
+
+    qhost = ElementTree.fromstring(run(cell, "qhost", "-xml", "-h", host).stdout)
+    values = {
+        v.get("name"): v.text
+        for h in qhost.iter("host") if h.get("name") == host
+        for v in h.iter("hostvalue")
+    }
+    assert values["load_avg"] not in (None, "-")
+    assert int(values["num_proc"]) == os.cpu_count()
+
+    # what every start of a cell configures
+    assert host in run(cell, "qconf", "-sel").stdout.split()
+    assert host in run(cell, "qconf", "-ss").stdout.split()
+    assert host in run(cell, "qconf", "-shgrp", "@allhosts").stdout.split()
+    queue = run(cell, "qconf", "-sq", "all.q").stdout
+    assert sge_config.attribute(queue, "load_thresholds") == "NONE"
+    assert "@allhosts" in sge_config.attribute(queue, "hostlist").split()
+    sconf = run(cell, "qconf", "-ssconf").stdout
+    for key, value in sge_config.SCHEDULER_SETTINGS.items():
+        assert sge_config.attribute(sconf, key) == value
+    conf = run(cell, "qconf", "-sconf", "global").stdout
+    assert sge_config.attribute(conf, "min_uid") == "0"
+    assert sge_config.attribute(conf, "min_gid") == "0"
+
+
+def test_one_qmaster_and_one_execd_run_and_start_again_changes_nothing(cell):
+    machine = sge_daemons()
+    assert sorted(processes.read_comm(p) for p in machine) == ["sge_execd", "sge_qmaster"]
+    pids = cell.daemon_pids()
+    assert set(pids.values()) <= machine
+    t0 = time.monotonic()
+    cell.start()
+    assert time.monotonic() - t0 < 10
+    assert cell.daemon_pids() == pids
+    assert sge_daemons() == machine
+
+
+def test_another_state_dir_uses_the_running_one_as_it_is(cell, tmp_path):
+    other = LocalSgeCluster(state_dir=str(tmp_path / "other"))
+    machine = sge_daemons()
+    other.start(timeout=20)
+    assert other.is_running()
+    assert other.daemon_pids() == {}
+    assert not other.started_here()
+    assert other.records.all() == []
+    assert sge_daemons() == machine
+    assert a_job_runs(other, tmp_path)
+
+    job_id = qsub_sleep(other, 300)
+    try:
+        wait_running(other, job_id)
+        other.stop()  # not its cell: stops nothing, deletes no job
+        assert sge_daemons() == machine
+        assert [e[1] for e in job_entries(cell, job_id)] == ["r"]
+        assert cell.is_running()
+    finally:
+        qdel_and_wait(cell, job_id)
+
+
+def test_command_line_on_the_running_cell(cell, tmp_path):
+    state_dir = str(tmp_path / "cli")
+    machine = sge_daemons()
+
+    status = cli(state_dir, "status")
+    assert status.returncode == 0, status.stderr
+    assert f"all.q@{cell.hostname}" in status.stdout
+    assert cli(state_dir, "env").stdout.splitlines() == cell.export_lines()
+
+    shell = eval_start(state_dir)
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    lines = shell.stdout.splitlines()
+    env_at = lines.index("ENV /var/lib/gridengine default")
+    comments, exports = lines[:env_at - 2], lines[env_at - 2:env_at]
+    assert exports == cell.export_lines()
+    assert all(line.startswith("# ") for line in comments)
+    assert any(f"all.q@{cell.hostname}" in line for line in comments)
+    assert "# Grid Engine runs, started by someone else: used as it is" in comments[-1]
+    assert cell.hostname in lines[env_at + 1:]  # qconf -sh answered
+    assert LocalSgeCluster(state_dir=state_dir).records.all() == []
+    assert sge_daemons() == machine
+
+    stop = cli(state_dir, "stop")
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stdout == f"# nothing started from {state_dir} runs\n"
+    assert sge_daemons() == machine
+    assert cli(state_dir, "status").returncode == 0
+
+
+def test_env(cell):
+    env = cell.env()
+    assert env["SGE_ROOT"] == "/var/lib/gridengine"
+    assert env["SGE_CELL"] == "default"
+    assert env["PATH"] == os.environ["PATH"]
+    assert cell.export_lines() == [
+        "export SGE_ROOT=/var/lib/gridengine", "export SGE_CELL=default",
+    ]
+
+
+def test_binary_job_writes_its_output(cell, tmp_path):
+    assert a_job_runs(cell, tmp_path)
+
+
+def test_array_runs_all_tasks(cell, tmp_path):
+    script = tmp_path / "task.sh"
+    script.write_text(f'echo "$JOB_ID $SGE_TASK_ID" > {tmp_path}/task.$SGE_TASK_ID\n')
     job_id = qsub(
-        cluster, "-b", "y", "-S", "/bin/sh", "-t", f"1-{slots + 3}", "-o", "/dev/null",
+        cell, "-t", "1-4", "-S", "/bin/sh", "-j", "y",
+        "-o", f"{tmp_path}/$JOB_ID.$TASK_ID.log", str(script),
+    )
+    assert wait_until(lambda: not job_entries(cell, job_id), timeout=20)
+    for task in range(1, 5):
+        assert (tmp_path / f"task.{task}").read_text() == f"{job_id} {task}\n"
+        assert (tmp_path / f"{job_id}.{task}.log").read_text() == ""
+
+
+def test_qstat_xml_shows_running_and_pending_tasks(cell):
+    slots = queue_slots(cell)
+    job_id = qsub(
+        cell, "-b", "y", "-S", "/bin/sh", "-t", f"1-{slots + 3}", "-o", "/dev/null",
         "-j", "y", "sleep", "60",
     )
     try:
         def some_running_three_pending():
             # a task may show "t" (being transferred) for a moment
-            return sorted(job_entries(cluster, job_id)) == sorted([
+            return sorted(job_entries(cell, job_id)) == sorted([
                 ("job_info", "qw", f"{slots + 1}-{slots + 3}:1"),
                 *(("queue_info", "r", str(task)) for task in range(1, slots + 1)),
             ])
 
         assert wait_until(some_running_three_pending, timeout=15)
-        root = qstat_xml(cluster)  # it parses
-        names = {j.findtext("JB_name") for j in root.iter("job_list")}
-        assert "sleep" in names
+        root = qstat_xml(cell)
+        assert "sleep" in {j.findtext("JB_name") for j in root.iter("job_list")}
         queues = {j.findtext("queue_name") for j in root.find("queue_info").iter("job_list")}
-        assert cluster.queue_instance in queues
+        assert cell.queue_instance in queues
     finally:
-        qdel_and_wait(cluster, job_id)
+        qdel_and_wait(cell, job_id)
 
 
-def test_job_with_missing_working_directory_ends_in_eqw(cluster):
+def test_job_with_missing_working_directory_ends_in_eqw(cell):
     job_id = qsub(
-        cluster, "-b", "y", "-S", "/bin/sh", "-wd", "/nonexistent", "-o", "/dev/null",
+        cell, "-b", "y", "-S", "/bin/sh", "-wd", "/nonexistent", "-o", "/dev/null",
         "-j", "y", "true",
     )
     try:
         assert wait_until(
-            lambda: job_entries(cluster, job_id) == [("job_info", "Eqw", None)], timeout=15
+            lambda: job_entries(cell, job_id) == [("job_info", "Eqw", None)], timeout=15
         )
-        detail = run(cluster, "qstat", "-j", job_id).stdout
+        detail = run(cell, "qstat", "-j", job_id).stdout
         reasons = [line for line in detail.splitlines() if line.startswith("error reason")]
         assert reasons and "/nonexistent" in reasons[0]
         time.sleep(1.5)  # it stays so
-        assert job_entries(cluster, job_id) == [("job_info", "Eqw", None)]
+        assert job_entries(cell, job_id) == [("job_info", "Eqw", None)]
     finally:
-        qdel_and_wait(cluster, job_id)
-    gone = run(cluster, "qstat", "-j", job_id, check=False)
+        qdel_and_wait(cell, job_id)
+    gone = run(cell, "qstat", "-j", job_id, check=False)
     assert gone.returncode == 1
     assert "do not exist" in gone.stdout + gone.stderr
 
 
-def test_stop_stops_what_it_started(cluster):
-    job_id = qsub(
-        cluster, "-b", "y", "-S", "/bin/sh", "-o", "/dev/null", "-j", "y",
-        "sleep", "300",
+# ----------------------------------------------------------------------
+# stop and start for real
+
+
+def owner_of_the_running_cell(cell):
+    """The state directory that started the running cell: the module's, or
+    the default one (tests/conftest.py, .ci/run, the command line)."""
+    for candidate in (cell, LocalSgeCluster()):
+        if candidate.started_here():
+            return candidate
+    pytest.skip(
+        "the running Grid Engine was started from a state directory this test "
+        "does not know, so it cannot stop it to test stop and start"
     )
-    assert wait_until(
-        lambda: [e[1] for e in job_entries(cluster, job_id)] == ["r"], timeout=15
-    )
-    records = [r for r in cluster._records() if r.is_alive()]
-    started_here = cluster.started_here()
-    execd = [r for r in records if r.name == "sge_execd"]
-    jobs = []
-    if started_here:
-        assert {r.name for r in records} == {"sge_qmaster", "sge_execd"}
 
-        def shepherd_and_sleep():
-            jobs[:] = local_sge._descendants(execd[0].pid)
-            comms = {local_sge._read_comm(p) for p, _ in jobs}
-            return {"sge_shepherd", "sleep"} <= comms
 
-        assert wait_until(shepherd_and_sleep, timeout=10)
-    before = sge_daemons()
+def execd_descendants(execd_pid):
+    """(pid, start time) of the shepherds and job processes of an execd."""
+    return processes.with_start_times(processes.descendants([execd_pid]))
 
-    t0 = time.monotonic()
-    cluster.stop()
-    took = time.monotonic() - t0
-    if not started_here:  # it deleted no job: clean up
-        qdel_and_wait(cluster, job_id)
-    assert took < 40  # qmaster: ~10 s; SIGKILL after 30 s
 
-    assert not any(r.is_alive() for r in records)
-    assert processes_alive(jobs) == []
+def comms(found):
+    return {processes.read_comm(pid) for pid, _ in found}
+
+
+def assert_nothing_runs(cluster):
+    assert sge_daemons() == set()
+    assert not cluster.is_running()
     assert cluster.daemon_pids() == {}
-    assert cluster._records() == []
-    if started_here:
-        assert not cluster.is_running()
-        assert sge_daemons() == before - {r.pid for r in records}
-    else:  # someone else's: untouched
-        assert cluster.is_running()
-        assert sge_daemons() == before
+    assert cluster.records.all() == []
 
-    # The fixture starts it again for any test after this one (stopping
-    # takes ~10 s, so the module's teardown has nothing left to do).
+
+def test_stop_and_start_for_real(cell, tmp_path):
+    owner = owner_of_the_running_cell(cell)
+    slots = queue_slots(cell)
+    records = owner.records.alive()
+    assert {r.pid for r in records} == sge_daemons()
+    execd = owner.records.load("sge_execd")
+    job_id = qsub_sleep(cell, 300)
+    wait_running(cell, job_id)
+    assert wait_until(
+        lambda: {"sge_shepherd", "sleep"} <= comms(execd_descendants(execd.pid)), timeout=10
+    )
+    jobs = execd_descendants(execd.pid)
+    try:
+        t0 = time.monotonic()
+        owner.stop()
+        assert time.monotonic() - t0 < 40  # qmaster: ~10 s; SIGKILL after 30 s
+        assert not any(r.is_alive() for r in records)
+        assert [p for p, t in jobs if processes.is_same(p, t)] == []
+        assert_nothing_runs(owner)
+
+        own = LocalSgeCluster(slots=3, state_dir=str(tmp_path / "own"))
+        try:
+            own.start()
+            assert own.started_here()
+            assert sorted(own.daemon_pids()) == ["sge_execd", "sge_qmaster"]
+            assert set(own.daemon_pids().values()) == sge_daemons()
+            assert queue_slots(own) == 3
+            assert own.job_ids() == []  # stop deleted the job
+            assert a_job_runs(own, tmp_path)
+        finally:
+            own.stop()
+        assert_nothing_runs(own)
+
+        state_dir = str(tmp_path / "cli")
+        try:
+            status = cli(state_dir, "status")
+            assert (status.returncode, status.stdout) == (1, f"not running ({state_dir})\n")
+            shell = eval_start(state_dir)
+            assert shell.returncode == 0, shell.stdout + shell.stderr
+            assert f"# Grid Engine started from {state_dir}: sge_execd (" in shell.stdout
+            assert cell.hostname in shell.stdout.splitlines()  # qconf -sh answered
+            assert cli(state_dir, "status").returncode == 0
+        finally:
+            stop = cli(state_dir, "stop")
+        assert stop.returncode == 0, stop.stderr
+        assert stop.stdout.startswith("# stopped sge_execd (")
+        assert "sge_qmaster (" in stop.stdout
+        assert cli(state_dir, "status").returncode == 1
+        assert_nothing_runs(LocalSgeCluster(state_dir=state_dir))
+    finally:
+        again = LocalSgeCluster(slots=slots, state_dir=owner.state_dir)
+        again.start()
+    assert again.started_here()
+    assert owner.started_here()
+    assert queue_slots(cell) == slots
+    assert cell.is_running()

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from pypoolparty.testing import local_slurm
+from pypoolparty.testing import local_slurm, processes, slurm_processes
+from pypoolparty.testing.daemons import DaemonRecord
 from pypoolparty.testing.local_slurm import LocalSlurmCluster
 
 from conftest import wait_until
@@ -58,11 +59,11 @@ def active_job_ids(cluster):
 def pids_with_our_conf(cluster):
     """Processes (no zombies) whose environment points at the cluster."""
     found = []
-    for pid in local_slurm._pids():
-        if pid == os.getpid() or not local_slurm._is_live(pid):
+    for pid in processes.list_pids():
+        if pid == os.getpid() or processes.live_start_time(pid) is None:
             continue
-        env = local_slurm._read_environ(pid)
-        if cluster.slurm_conf in (env.get("SLURM_CONF"), env.get(local_slurm.CONF_MARKER_ENV)):
+        env = processes.read_environ(pid)
+        if cluster.slurm_conf in (env.get("SLURM_CONF"), env.get(slurm_processes.CONF_MARKER_ENV)):
             found.append(pid)
     return found
 
@@ -71,7 +72,7 @@ def job_processes(cluster):
     """Processes of the cluster other than slurmctld, slurmscriptd, slurmd."""
     return [
         p for p in pids_with_our_conf(cluster)
-        if local_slurm._read_comm(p) not in ("slurmctld", "slurmscriptd", "slurmd")
+        if processes.read_comm(p) not in ("slurmctld", "slurmscriptd", "slurmd")
     ]
 
 
@@ -108,6 +109,9 @@ def test_config_lives_in_its_directory(cluster):
     for sub in ("state", "spool", "log", "run"):
         assert os.stat(os.path.join(cluster.directory, sub)).st_mode & 0o777 == 0o700
     assert cluster.env()["SLURM_CONF"] == cluster.slurm_conf
+    assert cluster.env()["PATH"] == os.environ["PATH"]
+    assert cluster.export_lines() == [f"export SLURM_CONF={cluster.slurm_conf}"]
+    assert f"--- {cluster.slurmctld_log()} (last lines)" in cluster.log_tails()
 
 
 def test_scontrol_reports_our_max_array_size(cluster):
@@ -157,7 +161,7 @@ def test_two_clusters_side_by_side(cluster, tmp_path):
         assert wait_until(lambda: job_state(second, job_id) == "RUNNING", timeout=10)
         # slurmstepd, the batch shell and two sleeps
         assert wait_until(lambda: len(job_processes(second)) >= 4, timeout=5)
-        records = second._records()
+        records = second.records.all()
         assert {r.name for r in records} >= {"slurmctld", "slurmd-n1", "slurmd-n2"}
     finally:
         t0 = time.monotonic()
@@ -179,14 +183,14 @@ def test_fail_set_down_and_resume_node(tmp_path):
         assert wait_until(lambda: job_state(c, job_id) == "RUNNING", timeout=10)
 
         def comms():
-            return [local_slurm._read_comm(p) for p in job_processes(c)]
+            return [processes.read_comm(p) for p in job_processes(c)]
 
         assert wait_until(lambda: "sleep" in comms(), timeout=5)
-        slurmd_n2 = c._record("slurmd-n2")
+        slurmd_n2 = c.records.load("slurmd-n2")
 
         c.fail_node("n2")
         assert not slurmd_n2.is_alive()
-        assert c._record("slurmd-n1").is_alive()
+        assert c.records.load("slurmd-n1").is_alive()
         assert comms() == []  # no slurmstepd, no sleep
 
         c.set_node_down("n2", reason="test")
@@ -195,7 +199,7 @@ def test_fail_set_down_and_resume_node(tmp_path):
         assert job_state(c, job_id) == "NODE_FAIL"
 
         c.resume_node("n2", timeout=20)
-        assert c._record("slurmd-n2").is_alive()
+        assert c.records.load("slurmd-n2").is_alive()
         assert c.node_states() == {"n1": "idle", "n2": "idle"}
 
         # a node set down by hand while its slurmd runs comes back too
@@ -208,6 +212,38 @@ def test_fail_set_down_and_resume_node(tmp_path):
     finally:
         c.stop()
     assert c.daemon_pids() == {}
+
+
+def test_a_start_that_fails_stops_what_it_started(cluster, tmp_path_factory):
+    broken = LocalSlurmCluster(
+        str(tmp_path_factory.mktemp("broken")),
+        extra_config={"SelectType": "select/no_such_plugin"},
+    )
+    with pytest.raises(local_slurm.LocalSlurmClusterError, match="slurmctld"):
+        broken.start(timeout=20)
+    assert broken.daemon_pids() == {}
+    assert pids_with_our_conf(broken) == []
+    assert cluster.node_states() == {"localhost": "idle"}  # munged still serves it
+
+
+def test_stop_signals_no_process_whose_record_does_not_match(tmp_path):
+    """A recorded pid now used by another program, or started at another
+    time, is not the daemon: stop leaves it alone and forgets the record."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        c = LocalSlurmCluster(str(tmp_path / "stale"))
+        start_time = processes.read_proc_stat(sleeper.pid)[1]
+        c.records.save(DaemonRecord("slurmctld", sleeper.pid, start_time, ["slurmctld", "-D"]))
+        c.records.save(DaemonRecord("slurmd-localhost", sleeper.pid, start_time + 1, sleeper.args))
+        c.records.save(DaemonRecord("munged", sleeper.pid, start_time, ["munged"]))
+        assert not c.is_running()
+        assert c.daemon_pids() == {}
+        c.stop(timeout=2)
+        assert sleeper.poll() is None
+        assert c.records.all() == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_too_long_directory_is_refused(tmp_path):
@@ -226,24 +262,36 @@ def test_command_line(cluster, tmp_path):
             [*cli, *args, "--dir", directory], capture_output=True, text=True, timeout=90
         )
 
-    assert call("status").returncode == 1
-    assert call("stop").returncode == 0  # nothing runs: fine
+    status = call("status")
+    assert status.returncode == 1
+    assert status.stdout == f"not running ({directory})\n"
+    stop = call("stop")
+    assert stop.returncode == 0, stop.stderr  # nothing runs: fine
+    assert stop.stdout == f"# nothing started from {directory} runs\n"
+    install = call("install")  # installed already: nothing to do
+    assert install.returncode == 0, install.stderr
+    assert install.stdout.startswith("# SLURM (slurmctld, ")
     start = call("start")
     try:
         assert start.returncode == 0, start.stderr
         export = f"export SLURM_CONF={directory}/slurm.conf"
-        assert start.stdout.splitlines()[-1] == export
+        *comments, last = start.stdout.splitlines()
+        assert last == export
+        assert all(line.startswith("# ") for line in comments)
+        assert any("debug*" in line and "idle" in line for line in comments)
+        assert f"# SLURM started from {directory}: slurmctld (" in start.stdout
         assert call("env").stdout.strip() == export
         status = call("status")
         assert status.returncode == 0
         assert "idle" in status.stdout and "debug*" in status.stdout
-        records = LocalSlurmCluster(directory)._records()
+        records = LocalSlurmCluster(directory).records.all()
         assert {r.name for r in records} >= {"slurmctld", "slurmd-localhost"}
         assert all(r.is_alive() for r in records)
         assert cluster.node_states() == {"localhost": "idle"}
     finally:
         stop = call("stop")
     assert stop.returncode == 0, stop.stderr
+    assert stop.stdout.startswith("# stopped slurmctld (")
     assert not any(r.is_alive() for r in records)
     assert call("status").returncode == 1
     assert cluster.node_states() == {"localhost": "idle"}  # the other one still answers
