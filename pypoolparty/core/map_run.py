@@ -324,18 +324,23 @@ class MapRun:
         return Step.GOING
 
     def _plan_workers(self) -> None:
-        """Want workers where unclaimed chunks have none to run them."""
-        if self.num_finished == self.num_chunks:
-            return
+        """Want as many workers as the unfinished chunks keep busy, within ``processes``.
+
+        Each live worker runs or will run one of the unfinished chunks; each
+        further unclaimed chunk wants a worker of its own while
+        ``processes`` allows. So a lost chunk gets a new worker while the
+        others are busy, and a map that got fewer workers than it wanted
+        (the pool's budget was taken) asks again once budget is free.
+        """
         try:
+            done = self.work_dir.finished_chunks()
             claimed = self.work_dir.claimed_chunks()
         except FileNotFoundError:
             return
-        unclaimed = sum(
-            1 for c in range(self.num_chunks) if self.results[c] is None and c not in claimed
-        )
-        wanted = min(self.settings.processes, unclaimed)
-        deficit = max(0, wanted - self.num_alive_workers())
+        unfinished = [c for c in range(self.num_chunks) if self.results[c] is None and c not in done]
+        unclaimed = sum(1 for c in unfinished if c not in claimed)
+        wanted = min(self.settings.processes, len(unfinished))
+        deficit = max(0, min(wanted - self.num_alive_workers(), unclaimed))
         if deficit > 0 and deficit != self._wanted:
             self.log.event("resubmit", workers=deficit, unclaimed_chunks=unclaimed)
         self._wanted = deficit
