@@ -131,3 +131,12 @@ def map_dirs(root) -> typing.List[str]:
     if not os.path.isdir(root):
         return []
     return sorted(os.path.join(root, n) for n in os.listdir(root) if n.startswith("map-"))
+
+
+def process_gone(pid: int) -> bool:
+    """True if process ``pid`` ended (a zombie counts as ended)."""
+    try:
+        with open("/proc/{:d}/stat".format(pid)) as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

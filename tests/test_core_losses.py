@@ -162,7 +162,7 @@ def test_a_held_worker_is_cancelled_after_two_polls_and_replaced(tmp_path):
     with fake.pool(1, work_dir=tmp_path) as pool:
         fake_scheduler = pool.scheduler
         fake_scheduler.hold(1)
-        assert pool.map(square, range(3)) == [0, 1, 4]
+        assert pool.map_async(square, range(3)).get(timeout=10) == [0, 1, 4]
         (held,), (replacement,) = fake_scheduler.submitted
         (cancel,) = fake_scheduler.calls_of("cancel")[:1]
         assert cancel.worker_ids == [held]

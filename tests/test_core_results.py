@@ -10,7 +10,17 @@ import threading
 
 import pytest
 
-from fake_jobs import Gate, add, fail_on, failing_initializer, map_dirs, negate, return_lock, square
+from fake_jobs import (
+    Gate,
+    add,
+    fail_on,
+    failing_initializer,
+    map_dirs,
+    negate,
+    process_gone,
+    return_lock,
+    square,
+)
 from pypoolparty import errors
 from pypoolparty.testing import fake
 
@@ -160,15 +170,7 @@ def test_the_fake_leaves_no_process_behind(tmp_path):
         fake_scheduler = pool.scheduler
         pids = [p for w in fake_scheduler.worker_ids() for p in fake_scheduler.pids(w)]
         assert len(pids) == 2
-    for pid in pids:
-        assert not os.path.exists("/proc/{:d}".format(pid)) or _is_zombie(pid)
+    assert all(process_gone(pid) for pid in pids)
     assert fake_scheduler.alive_processes() == []
     assert not any(t.name == "pypoolparty-fake-scheduler" for t in threading.enumerate())
 
-
-def _is_zombie(pid):
-    try:
-        with open("/proc/{:d}/stat".format(pid)) as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True

@@ -56,12 +56,13 @@ STATES = {
     "PENDING": WorkerState.PENDING,
     "HELD": WorkerState.HELD,
     "RUNNING": WorkerState.RUNNING,
+    "COMPLETING": WorkerState.RUNNING,
     "COMPLETED": WorkerState.ENDED,
     "FAILED": WorkerState.ENDED,
     "KILLED": WorkerState.ENDED,
     "CANCELLED": WorkerState.ENDED,
 }
-ALIVE = ("PENDING", "HELD", "RUNNING")
+ALIVE = ("PENDING", "HELD", "RUNNING", "COMPLETING")
 COMMANDS = ("submit", "states", "cancel")
 #: What the fake's commands say when they fail transiently ...
 TRANSIENT_MESSAGE = "fake-{:s}: the controller is busy, try again"
@@ -117,6 +118,7 @@ class FakeWorker:
     process: typing.Optional[subprocess.Popen] = None
     pids: typing.List[int] = dataclasses.field(default_factory=list)
     returncode: typing.Optional[int] = None
+    ended_at: float = 0.0
 
 
 class FakeScheduler(Scheduler):
@@ -169,6 +171,7 @@ class FakeScheduler(Scheduler):
         self._num_submissions = 0
         self._hold_next = 0
         self._start_delay = 0.0
+        self._epilog = 0.0
         self._gate_open = True
         self._cond = threading.Condition()
         self._command_lock = threading.Lock()
@@ -333,6 +336,11 @@ class FakeScheduler(Scheduler):
         with self._cond:
             self._start_delay = float(seconds)
 
+    def epilog(self, seconds: float) -> None:
+        """Workers whose process ends stay COMPLETING this long (alive)."""
+        with self._cond:
+            self._epilog = float(seconds)
+
     def close_gate(self) -> None:
         """Keep every pending worker pending until :meth:`open_gate`."""
         with self._cond:
@@ -434,14 +442,17 @@ class FakeScheduler(Scheduler):
 
     def _reap(self) -> None:
         """Notice workers whose process ended."""
+        now = time.monotonic()
         for worker in self._workers.values():
-            if worker.process is None:
+            if worker.process is not None:
+                code = worker.process.poll()
+                if code is None:
+                    continue
+                worker.process, worker.returncode = None, code
+                worker.word, worker.ended_at = "COMPLETING", now
+            if worker.word != "COMPLETING" or now < worker.ended_at + self._epilog:
                 continue
-            code = worker.process.poll()
-            if code is None:
-                continue
-            worker.process = None
-            worker.returncode = code
+            code = worker.returncode
             if code == 0:
                 worker.word, worker.reason = "COMPLETED", ""
             else:
@@ -454,7 +465,7 @@ class FakeScheduler(Scheduler):
             return
         now = time.monotonic()
         running = collections.Counter(
-            w.submission for w in self._workers.values() if w.word == "RUNNING"
+            w.submission for w in self._workers.values() if w.word in ("RUNNING", "COMPLETING")
         )
         total = sum(running.values())
         for worker in self._workers.values():
@@ -496,7 +507,7 @@ class FakeScheduler(Scheduler):
     def _count_alive(self) -> None:
         words = collections.Counter(w.word for w in self._workers.values())
         self.max_alive = max(self.max_alive, sum(words[w] for w in ALIVE))
-        self.max_running = max(self.max_running, words["RUNNING"])
+        self.max_running = max(self.max_running, words["RUNNING"] + words["COMPLETING"])
 
     def _ensure_thread(self) -> None:
         if self._thread is None and not self._stopping:

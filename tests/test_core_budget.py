@@ -1,0 +1,132 @@
+"""
+The core on a fake scheduler: the pool's budget of workers and its polls.
+
+At most ``processes`` workers of a pool are alive at once, over all its maps
+in flight and their replacements; the scheduler is asked for states once
+per polling interval for all of them.
+"""
+import time
+
+import pytest
+
+from fake_jobs import Gate, square, wait_until, worker_of
+from pypoolparty.testing import fake
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def map_of(call):
+    """The map dir a submit call started workers for."""
+    return call.request.worker_argv[-1]
+
+
+def test_more_chunks_than_processes_never_more_workers(tmp_path):
+    with fake.pool(3, work_dir=tmp_path) as pool:
+        assert pool.map(square, range(30), chunksize=1) == [x * x for x in range(30)]
+        assert pool.scheduler.max_alive == 3
+        assert [len(ids) for ids in pool.scheduler.submitted] == [3]
+
+
+def test_overlapping_maps_share_the_budget(tmp_path):
+    gate = Gate(tmp_path / "gate")
+    with fake.pool(3, work_dir=tmp_path / "pools") as pool:
+        fake_scheduler = pool.scheduler
+        maps = [pool.map_async(gate.job(), range(4 * i, 4 * i + 4), chunksize=1) for i in range(3)]
+        gate.wait_started(3)
+        time.sleep(0.3)  # some polls and rounds with three maps in flight
+        assert len(gate.started()) == 3
+        assert fake_scheduler.max_alive == 3
+        gate.open()
+        for i, res in enumerate(maps):
+            assert res.get() == [x * x for x in range(4 * i, 4 * i + 4)]
+        assert fake_scheduler.max_alive == 3
+        # Workers went to the maps in the order they were started.
+        order = [map_of(c) for c in fake_scheduler.calls_of("submit")]
+        assert order == sorted(set(order), key=order.index)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Supervisor._submit counts only the workers of active maps: "
+    "workers of a map that just completed still run (exiting) while the "
+    "next map gets their budget.",
+)
+def test_workers_of_a_completed_map_still_count_until_they_end(tmp_path):
+    gate = Gate(tmp_path / "gate")
+    with fake.pool(2, work_dir=tmp_path) as pool:
+        fake_scheduler = pool.scheduler
+        # Workers take a while to end, as jobs do in an epilog.
+        fake_scheduler.epilog(0.5)
+        first = pool.map_async(gate.job(), [0, 1], chunksize=1)
+        gate.wait_started(2)
+        second = pool.map_async(square, range(4), chunksize=1)
+        gate.open()
+        assert first.get() == [0, 1]
+        assert second.get() == [0, 1, 4, 9]
+        assert fake_scheduler.max_alive <= 2
+
+
+def test_replacements_stay_within_the_budget_of_maps_in_flight(tmp_path):
+    gate = Gate(tmp_path / "gate")
+    with fake.pool(2, work_dir=tmp_path / "pools") as pool:
+        fake_scheduler = pool.scheduler
+        first = pool.map_async(gate.job(), range(4), chunksize=1)
+        second = pool.map_async(gate.job(), range(10, 14), chunksize=1)
+        gate.wait_started(2)
+        for round_ in range(3):
+            running = fake_scheduler.worker_ids("RUNNING")
+            fake_scheduler.lose(running[0])
+            gate.wait_started(3 + round_)
+        gate.open()
+        assert first.get() == [x * x for x in range(4)]
+        assert second.get() == [x * x for x in range(10, 14)]
+        assert fake_scheduler.max_alive == 2
+        assert fake_scheduler.calls["submit"] >= 4
+
+
+def test_one_states_call_per_interval_for_all_maps_in_flight(tmp_path):
+    gate = Gate(tmp_path / "gate")
+    interval, window = 0.25, 1.5
+    with fake.pool(4, work_dir=tmp_path, polling_interval=interval) as pool:
+        fake_scheduler = pool.scheduler
+        maps = [pool.map_async(gate.job(), range(2 * i, 2 * i + 2), chunksize=1) for i in range(2)]
+        gate.wait_started(4)
+        (a, b) = fake_scheduler.submitted
+        before = fake_scheduler.calls["states"]
+        time.sleep(window)
+        polls = fake_scheduler.calls_of("states")[before:]
+        gate.open()
+        for res in maps:
+            res.get()
+    assert window / interval / 2 <= len(polls) <= window / interval + 1
+    for call in polls:
+        assert sorted(call.worker_ids) == sorted(a + b)
+
+
+def test_a_completed_map_cancels_workers_that_never_started(tmp_path):
+    with fake.pool(3, work_dir=tmp_path, scheduler=fake.FakeScheduler(slots=1)) as pool:
+        fake_scheduler = pool.scheduler
+        fake_scheduler.epilog(5.0)  # the one slot stays taken until the map is done
+        assert pool.map(square, range(6), chunksize=1) == [x * x for x in range(6)]
+        (ids,) = fake_scheduler.submitted
+        ran = [w for w in ids if fake_scheduler.pids(w)]
+        pending = [w for w in ids if w not in ran]
+        assert len(ran) == 1 and len(pending) == 2
+        assert [sorted(c) for c in fake_scheduler.cancelled] == [sorted(pending)]
+        assert all(fake_scheduler.word(w) == "CANCELLED" for w in pending)
+
+
+def test_workers_kept_pending_still_get_the_map_done(tmp_path):
+    with fake.pool(2, work_dir=tmp_path) as pool:
+        fake_scheduler = pool.scheduler
+        fake_scheduler.close_gate()
+        res = pool.map_async(square, range(4))
+        time.sleep(0.3)
+        assert not res.ready()
+        assert len(fake_scheduler.worker_ids("PENDING")) == 2
+        fake_scheduler.open_gate()
+        assert res.get(timeout=10) == [0, 1, 4, 9]
+        fake_scheduler.delay_start(0.3)
+        started = time.monotonic()
+        assert pool.map(square, [5]) == [25]
+        assert time.monotonic() - started >= 0.3
