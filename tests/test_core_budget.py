@@ -27,22 +27,36 @@ def test_more_chunks_than_processes_never_more_workers(tmp_path):
         assert [len(ids) for ids in pool.scheduler.submitted] == [3]
 
 
-def test_overlapping_maps_share_the_budget(tmp_path):
+def test_overlapping_maps_share_the_budget_and_replacements_stay_in_it(tmp_path):
+    """Three maps in flight on 4 processes; the first loses both workers.
+
+    Budgets are checked while every map is in flight: once one completes,
+    see test_workers_of_a_completed_map_still_count_until_they_end.
+    """
     gate = Gate(tmp_path / "gate")
-    with fake.pool(3, work_dir=tmp_path / "pools") as pool:
+    with fake.pool(4, work_dir=tmp_path / "pools") as pool:
         fake_scheduler = pool.scheduler
-        maps = [pool.map_async(gate.job(), range(4 * i, 4 * i + 4), chunksize=1) for i in range(3)]
-        gate.wait_started(3)
-        time.sleep(0.3)  # some polls and rounds with three maps in flight
-        assert len(gate.started()) == 3
-        assert fake_scheduler.max_alive == 3
+        jobs = [range(2), range(10, 14), range(20, 24)]
+        maps = [pool.map_async(gate.job(), j, chunksize=1) for j in jobs]
+        gate.wait_started(4)
+        time.sleep(0.3)  # polls and rounds with three maps in flight
+        assert len(gate.started()) == 4
+        first, second = fake_scheduler.calls_of("submit")
+        assert map_of(first) != map_of(second)
+        assert (len(first.worker_ids), len(second.worker_ids)) == (2, 2)
+        # The first map's workers are lost: the first map gets the budget
+        # they leave, the third still waits.
+        for wid in first.worker_ids:
+            fake_scheduler.lose(wid)
+        gate.wait_started(6)
+        time.sleep(0.3)
+        third = fake_scheduler.calls_of("submit")[2]
+        assert map_of(third) == map_of(first) and len(third.worker_ids) == 2
+        assert fake_scheduler.calls["submit"] == 3
+        assert fake_scheduler.max_alive == 4
         gate.open()
-        for i, res in enumerate(maps):
-            assert res.get() == [x * x for x in range(4 * i, 4 * i + 4)]
-        assert fake_scheduler.max_alive == 3
-        # Workers went to the maps in the order they were started.
-        order = [map_of(c) for c in fake_scheduler.calls_of("submit")]
-        assert order == sorted(set(order), key=order.index)
+        for j, res in zip(jobs, maps):
+            assert res.get() == [x * x for x in j]
 
 
 @pytest.mark.xfail(
@@ -66,22 +80,27 @@ def test_workers_of_a_completed_map_still_count_until_they_end(tmp_path):
         assert fake_scheduler.max_alive <= 2
 
 
-def test_replacements_stay_within_the_budget_of_maps_in_flight(tmp_path):
-    gate = Gate(tmp_path / "gate")
-    with fake.pool(2, work_dir=tmp_path / "pools") as pool:
+@pytest.mark.xfail(
+    strict=True,
+    reason="MapRun._decide_submissions: min(processes, unclaimed) - alive is 0 "
+    "for a map whose busy workers outnumber its unclaimed chunks, so it stops "
+    "asking for the workers the budget denied it before.",
+)
+def test_a_map_gets_the_budget_an_earlier_map_leaves(tmp_path):
+    gate_a, gate_b = Gate(tmp_path / "a"), Gate(tmp_path / "b")
+    with fake.pool(4, work_dir=tmp_path) as pool:
         fake_scheduler = pool.scheduler
-        first = pool.map_async(gate.job(), range(4), chunksize=1)
-        second = pool.map_async(gate.job(), range(10, 14), chunksize=1)
-        gate.wait_started(2)
-        for round_ in range(3):
-            running = fake_scheduler.worker_ids("RUNNING")
-            fake_scheduler.lose(running[0])
-            gate.wait_started(3 + round_)
-        gate.open()
-        assert first.get() == [x * x for x in range(4)]
-        assert second.get() == [x * x for x in range(10, 14)]
-        assert fake_scheduler.max_alive == 2
-        assert fake_scheduler.calls["submit"] >= 4
+        a = pool.map_async(gate_a.job(), range(2), chunksize=1)
+        b = pool.map_async(gate_b.job(), range(4), chunksize=1)
+        gate_a.wait_started(2)
+        gate_b.wait_started(2)
+        time.sleep(0.2)  # a poll or two: b has 2 workers and 2 chunks unclaimed
+        gate_a.open()
+        assert a.get() == [0, 1]
+        more = wait_until(lambda: len(gate_b.started()) == 4, timeout=2.0)
+        gate_b.open()
+        assert b.get() == [0, 1, 4, 9]
+        assert more
 
 
 def test_one_states_call_per_interval_for_all_maps_in_flight(tmp_path):

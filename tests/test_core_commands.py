@@ -32,7 +32,8 @@ def test_transient_failures_are_retried_and_the_map_completes(tmp_path, command)
 
 
 def test_transient_failures_past_the_deadline_raise_unavailable(tmp_path):
-    scheduler = fake.FakeScheduler(policy=RetryPolicy(first_delay=0.01, max_delay=0.05, deadline=0.3))
+    policy = RetryPolicy(first_delay=0.01, max_delay=0.05, deadline=0.3)
+    scheduler = fake.FakeScheduler(policy=policy)
     gate = Gate(tmp_path / "gate")
     with fake.pool(2, work_dir=tmp_path, scheduler=scheduler) as pool:
         res = pool.map_async(gate.job(), range(4), chunksize=1)
@@ -45,13 +46,14 @@ def test_transient_failures_past_the_deadline_raise_unavailable(tmp_path):
 
 def test_a_permanent_submit_failure_raises_at_once_with_its_message(tmp_path):
     with fake.pool(2, work_dir=tmp_path) as pool:
-        pool.scheduler.fail_next("submit", transient=False, message="fake-submit: no such partition")
+        message = "fake-submit: no such partition"
+        pool.scheduler.fail_next("submit", transient=False, message=message)
         started = time.monotonic()
         res = pool.map_async(square, range(4))
         with pytest.raises(errors.SchedulerCommandError) as info:
             res.get(timeout=10)
         assert time.monotonic() - started < 2.0
-        assert "fake-submit: no such partition" in str(info.value)
+        assert message in str(info.value)
         assert not isinstance(info.value, errors.SchedulerUnavailableError)
         assert pool.scheduler.submitted == []
         # The pool goes on with the next map.

@@ -51,7 +51,8 @@ def test_a_lost_workers_chunk_is_run_again_and_counted_once(tmp_path):
         assert len(first) == 2 and len(again) == 1
         assert worker_of(fake_scheduler, gate.pid_of(0)) == again[0]
         # The loss counted only once two polls had seen the worker ended.
-        assert len(polls_seeing(fake_scheduler, lost, ["KILLED"], second_submit(fake_scheduler))) == 2
+        seen_ended = polls_seeing(fake_scheduler, lost, ["KILLED"], second_submit(fake_scheduler))
+        assert len(seen_ended) == 2
         assert [job for job, _ in gate.marks("done")] == [0, 1, 2, 3]
 
 
@@ -111,8 +112,9 @@ def test_a_chunk_lost_more_than_max_num_resubmissions_times_raises(tmp_path):
 
 
 def test_submissions_that_never_produce_a_result_raise_instead_of_hanging(tmp_path):
+    # One process: one worker per submission, each judged before the next.
     with fake.pool(
-        2, work_dir=tmp_path / "pools", python_path="/bin/false", max_num_resubmissions=2
+        1, work_dir=tmp_path / "pools", python_path="/bin/false", max_num_resubmissions=2
     ) as pool:
         res = pool.map_async(square, range(5))
         with pytest.raises(errors.JobsLostError) as info:

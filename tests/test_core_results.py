@@ -171,6 +171,6 @@ def test_the_fake_leaves_no_process_behind(tmp_path):
         pids = [p for w in fake_scheduler.worker_ids() for p in fake_scheduler.pids(w)]
         assert len(pids) == 2
     assert all(process_gone(pid) for pid in pids)
-    assert fake_scheduler.alive_processes() == []
+    assert fake_scheduler.worker_ids(*fake.ALIVE) == []
     assert not any(t.name == "pypoolparty-fake-scheduler" for t in threading.enumerate())
 

@@ -2,35 +2,32 @@
 A fake scheduler: the real worker code on this machine, faults on demand.
 
 What it is for: fast tests of the core's decisions (results, lost workers,
-resubmission, held workers, the pool's budget, scheduler polls, command
-failures, cancellation) without root, daemons or a cluster. Each submitted
-worker is a subprocess running the real worker module,
-``<worker argv> --worker-id ID``, with the request's environment, working
-directory and log file, as the real adapters start it. A controller thread
-starts pending workers when the request's ``max_running`` (and the fake's
-own ``slots``) allow, and notices when they end. Tests can make it do what
-a real scheduler does only when it pleases: lose a running worker, hold or
-requeue one, forget one, keep workers pending, and fail its commands
-transiently or for good.
+resubmission, held workers, the pool's budget, polls, failing commands,
+cancellation) without root, daemons or a cluster, and faults that a real
+scheduler produces only when it pleases. Each worker is a subprocess of the
+real worker module, ``<worker argv> --worker-id ID``, with the request's
+environment, working directory and log file, as the adapters start it. A
+controller thread starts pending workers as the request's ``max_running``
+(and the fake's ``slots``) allow and notices when they end. Tests can lose,
+hold, requeue or forget a worker, keep workers pending, and make commands
+fail transiently or for good.
 
 What it is not: a replacement for the tests on real SLURM and Grid Engine.
 Their command lines, state words, array limits, delays and failure modes
 are the adapters' business and only a real scheduler proves them.
 
-Its "commands" are small shell scripts in a private folder, run through
+Its commands are small shell scripts in a folder of its own, run through
 :func:`pypoolparty.core.commands.run_command` with the fake's retry policy,
-so that an injected failure takes the same path as a real one: transient
-failures are retried with back-off until the policy's deadline, a permanent
-one raises :class:`~pypoolparty.errors.SchedulerCommandError` at once. The
-cancel script only records its arguments (``cancel-requests`` in the
-folder), so the reaper may run it at any time; :meth:`FakeScheduler.cancel`
-then kills the processes itself.
+so an injected failure takes a real one's path: retried with back-off while
+transient, :class:`~pypoolparty.errors.SchedulerCommandError` at once when
+permanent. The cancel script only notes its arguments (``cancel-requests``),
+so the reaper may run it any time; :meth:`FakeScheduler.cancel` kills the
+processes itself. ::
 
     with pypoolparty.testing.fake.pool(2, work_dir=tmp) as pool:
-        fake = pool.scheduler
-        fake.hold(1)
+        pool.scheduler.hold(1)
         assert pool.map(abs, [-1, -2]) == [1, 2]
-        assert fake.calls["submit"] == 2
+        assert pool.scheduler.calls["submit"] == 2
 """
 from __future__ import annotations
 
@@ -51,27 +48,26 @@ from ..core.event_log import EventLog
 from ..core.pool import ClusterPool
 from ..core.scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus
 
-#: The fake's own words, and what they mean to the core.
+#: The fake's words, and what they mean to the core.
 STATES = {
     "PENDING": WorkerState.PENDING,
     "HELD": WorkerState.HELD,
     "RUNNING": WorkerState.RUNNING,
-    "COMPLETING": WorkerState.RUNNING,
+    "COMPLETING": WorkerState.RUNNING,  # the process ended, the epilog runs
     "COMPLETED": WorkerState.ENDED,
     "FAILED": WorkerState.ENDED,
     "KILLED": WorkerState.ENDED,
     "CANCELLED": WorkerState.ENDED,
 }
 ALIVE = ("PENDING", "HELD", "RUNNING", "COMPLETING")
+IN_A_SLOT = ("RUNNING", "COMPLETING")
 COMMANDS = ("submit", "states", "cancel")
-#: What the fake's commands say when they fail transiently ...
 TRANSIENT_MESSAGE = "fake-{:s}: the controller is busy, try again"
-#: ... or for good.
 PERMANENT_MESSAGE = "fake-{:s}: error: request refused (a failure the test asked for)"
 TRANSIENT_PATTERNS = (r"try again",)
 
-#: A scheduler command: fail while the failure count in <script>.failures
-#: lasts, saying <script>.message; the cancel command notes its arguments.
+#: A command: it fails while the count in <script>.failures lasts, saying
+#: <script>.message; the cancel command notes its arguments.
 COMMAND_SCRIPT = """\
 #!/bin/sh
 n=$(cat "$0.failures" 2>/dev/null || echo 0)
@@ -83,18 +79,13 @@ fi
 if [ "$(basename "$0")" = fake-cancel ]; then
     echo "$@" >> "$(dirname "$0")/cancel-requests"
 fi
-exit 0
 """
 
 
 @dataclasses.dataclass
 class Call:
-    """One call of submit, states or cancel, as the fake saw it.
-
-    ``worker_ids`` are the ids submitted, asked about or cancelled;
-    ``reply`` holds the states reported; ``request`` what was submitted;
-    ``error`` the exception raised.
-    """
+    """A call of submit, states or cancel: the ids submitted, asked about or
+    cancelled, the states replied, the request submitted, the error raised."""
 
     kind: str
     time: float
@@ -106,7 +97,7 @@ class Call:
 
 @dataclasses.dataclass
 class FakeWorker:
-    """One worker: its request, its word and its process (if started)."""
+    """One worker: its request, its word and its process (while it runs)."""
 
     worker_id: str
     submission: int
@@ -128,24 +119,21 @@ class FakeScheduler(Scheduler):
     ----------
     slots : int or None
         At most this many workers run at once over all submissions (the
-        cluster's size); None: no limit but each request's ``max_running``.
+        cluster's size); None: only each request's ``max_running`` limits.
     policy : RetryPolicy or None
-        Retry policy of the fake's commands; the default retries within
-        about a second.
+        Retry policy of its commands; the default gives up after a second.
     state_dir : str or None
-        Folder for the command scripts and their failure counts; None: a
-        new temporary folder, removed by :meth:`shutdown`.
+        Folder of the command scripts; None: a temporary one, removed by
+        :meth:`shutdown`.
 
     Attributes
     ----------
     calls : collections.Counter
-        Calls of ``"submit"``, ``"states"`` and ``"cancel"`` so far.
+        Calls of ``"submit"``, ``"states"`` and ``"cancel"``, failed ones too.
     history : list of Call
         Every call, in order.
-    max_alive : int
-        Most workers pending, held or running at once.
-    max_running : int
-        Most workers running at once.
+    max_alive, max_running : int
+        Most workers alive (pending, held, running) and running at once.
     """
 
     name = "fake"
@@ -162,34 +150,21 @@ class FakeScheduler(Scheduler):
         )
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="pypoolparty-fake-")
-        self._scripts = {kind: self._write_script(kind) for kind in COMMANDS}
+        self._scripts = {kind: os.path.join(self.state_dir, "fake-" + kind) for kind in COMMANDS}
+        for path in self._scripts.values():
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700), "wt") as f:
+                f.write(COMMAND_SCRIPT)
         self.calls: typing.Counter[str] = collections.Counter()
         self.history: typing.List[Call] = []
-        self.max_alive = 0
-        self.max_running = 0
+        self.max_alive = self.max_running = 0
         self._workers: typing.Dict[str, FakeWorker] = {}
-        self._num_submissions = 0
         self._hold_next = 0
-        self._start_delay = 0.0
-        self._epilog = 0.0
+        self._start_delay = self._epilog = 0.0
         self._gate_open = True
         self._cond = threading.Condition()
         self._command_lock = threading.Lock()
         self._stopping = False
         self._thread: typing.Optional[threading.Thread] = None
-
-    def _write_script(self, kind: str) -> str:
-        path = os.path.join(self.state_dir, "fake-" + kind)
-        with open(path, "wt") as f:
-            f.write(COMMAND_SCRIPT)
-        os.chmod(path, 0o700)
-        return path
-
-    def __enter__(self) -> "FakeScheduler":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
 
     # ------------------------------------------------------ the interface
     def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
@@ -199,21 +174,22 @@ class FakeScheduler(Scheduler):
         argv = [self._scripts["submit"], "--workers={:d}".format(request.num_workers)]
         self._commands(call, [argv], log)
         with self._cond:
-            self._num_submissions += 1
-            now = time.monotonic()
+            submission = len([c for c in self.history if c.kind == "submit" and not c.error]) + 1
             for index in range(request.num_workers):
-                wid = "{:d}_{:d}".format(self._num_submissions, index)
-                worker = FakeWorker(wid, self._num_submissions, request)
-                worker.not_before = now + self._start_delay
+                worker = FakeWorker("{:d}_{:d}".format(submission, index), submission, request)
+                worker.not_before = time.monotonic() + self._start_delay
                 if self._hold_next > 0:
                     self._hold_next -= 1
                     worker.word, worker.reason = "HELD", "held by the test"
-                self._workers[wid] = worker
-                call.worker_ids.append(wid)
+                self._workers[worker.worker_id] = worker
+                call.worker_ids.append(worker.worker_id)
             self.history.append(call)
             self._count_alive()
-            self._ensure_thread()
-            self._cond.notify_all()
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(
+                    target=self._control, name="pypoolparty-fake-scheduler", daemon=True
+                )
+                self._thread.start()
         return list(call.worker_ids)
 
     def states(
@@ -245,7 +221,6 @@ class FakeScheduler(Scheduler):
                 if worker is not None and worker.word in ALIVE:
                     self._stop(worker, "CANCELLED", "cancelled by the pool")
             self.history.append(call)
-            self._count_alive()
 
     def describe(self, worker_id: str, log: EventLog) -> str:
         worker = self._workers.get(worker_id)
@@ -266,16 +241,12 @@ class FakeScheduler(Scheduler):
     def lose(self, worker_id: str, state: str = "KILLED") -> None:
         """SIGKILL a running worker: it ends in ``state`` without a result."""
         with self._cond:
-            worker = self._running(worker_id)
-            self._stop(worker, state, "lost (the test killed it)")
-            self._count_alive()
+            self._stop(self._running(worker_id), state, "lost (the test killed it)")
 
     def requeue(self, worker_id: str) -> None:
         """Kill a running worker and queue it again under the same id."""
         with self._cond:
-            worker = self._running(worker_id)
-            self._stop(worker, "PENDING", "requeued by the test")
-            self._cond.notify_all()
+            self._stop(self._running(worker_id), "PENDING", "requeued by the test")
 
     def hold(self, workers: typing.Union[int, typing.Iterable[str]] = 1) -> None:
         """Hold the next ``workers`` submitted ones, or these pending ids.
@@ -300,20 +271,12 @@ class FakeScheduler(Scheduler):
     def fail_next(
         self, command: str, times: int = 1, transient: bool = True, message: str = ""
     ) -> None:
-        """Make the next ``times`` runs of a command fail.
+        """Make the next ``times`` runs of ``"submit"``, ``"states"`` or ``"cancel"`` fail.
 
-        Parameters
-        ----------
-        command : str
-            ``"submit"``, ``"states"`` or ``"cancel"``.
-        times : int
-            Runs that fail; retries of a transient failure count too.
-        transient : bool
-            True: the message asks to try again, and the retry policy
-            retries (then raises SchedulerUnavailableError if the failures
-            outlast its deadline). False: SchedulerCommandError at once.
-        message : str
-            What the command writes to stderr instead of the default.
+        Retries count as runs. A ``transient`` failure asks to try again:
+        the retry policy retries, and raises SchedulerUnavailableError if the
+        failures outlast its deadline; else SchedulerCommandError at once.
+        ``message`` replaces what the command writes to stderr.
         """
         default = TRANSIENT_MESSAGE if transient else PERMANENT_MESSAGE
         script = self._scripts[command]
@@ -324,7 +287,7 @@ class FakeScheduler(Scheduler):
                 f.write("{:d}\n".format(times))
 
     def failures_left(self, command: str) -> int:
-        """How many injected failures of ``command`` have not happened yet."""
+        """Injected failures of ``command`` that did not happen yet."""
         try:
             with open(self._scripts[command] + ".failures", "rt") as f:
                 return int(f.read().strip() or 0)
@@ -337,7 +300,7 @@ class FakeScheduler(Scheduler):
             self._start_delay = float(seconds)
 
     def epilog(self, seconds: float) -> None:
-        """Workers whose process ends stay COMPLETING this long (alive)."""
+        """Workers whose process ended stay COMPLETING this long, in their slot."""
         with self._cond:
             self._epilog = float(seconds)
 
@@ -347,11 +310,17 @@ class FakeScheduler(Scheduler):
             self._gate_open = False
 
     def open_gate(self) -> None:
+        """Let pending workers start again."""
         with self._cond:
             self._gate_open = True
             self._cond.notify_all()
 
     # ---------------------------------------------------------- records
+    def calls_of(self, kind: str) -> typing.List[Call]:
+        """The calls of ``"submit"``, ``"states"`` or ``"cancel"``, in order."""
+        with self._cond:
+            return [c for c in self.history if c.kind == kind]
+
     @property
     def submitted(self) -> typing.List[typing.List[str]]:
         """The ids of each successful submit call."""
@@ -361,10 +330,6 @@ class FakeScheduler(Scheduler):
     def cancelled(self) -> typing.List[typing.List[str]]:
         """The ids of each successful cancel call."""
         return [c.worker_ids for c in self.calls_of("cancel") if c.error is None]
-
-    def calls_of(self, kind: str) -> typing.List[Call]:
-        with self._cond:
-            return [c for c in self.history if c.kind == kind]
 
     def word(self, worker_id: str) -> str:
         """The fake's word for a worker now (``"RUNNING"``, ...)."""
@@ -382,12 +347,6 @@ class FakeScheduler(Scheduler):
         with self._cond:
             self._reap()
             return [w for w, r in self._workers.items() if not words or r.word in words]
-
-    def alive_processes(self) -> typing.List[int]:
-        """Pids of worker processes that have not been reaped."""
-        with self._cond:
-            self._reap()
-            return [w.process.pid for w in self._workers.values() if w.process is not None]
 
     def shutdown(self) -> None:
         """Kill every worker process and stop the controller thread."""
@@ -430,7 +389,7 @@ class FakeScheduler(Scheduler):
         return worker
 
     def _stop(self, worker: FakeWorker, word: str, reason: str) -> None:
-        """Kill the worker's process group (if any); set its word."""
+        """Kill the worker's process group, if it runs; give it ``word``."""
         if worker.process is not None:
             try:
                 os.killpg(worker.process.pid, signal.SIGKILL)
@@ -439,9 +398,11 @@ class FakeScheduler(Scheduler):
             worker.returncode = worker.process.wait()
             worker.process = None
         worker.word, worker.reason = word, reason
+        self._count_alive()
+        self._cond.notify_all()
 
     def _reap(self) -> None:
-        """Notice workers whose process ended."""
+        """Notice processes that ended, and epilogs that are over."""
         now = time.monotonic()
         for worker in self._workers.values():
             if worker.process is not None:
@@ -450,13 +411,12 @@ class FakeScheduler(Scheduler):
                     continue
                 worker.process, worker.returncode = None, code
                 worker.word, worker.ended_at = "COMPLETING", now
-            if worker.word != "COMPLETING" or now < worker.ended_at + self._epilog:
-                continue
-            code = worker.returncode
-            if code == 0:
-                worker.word, worker.reason = "COMPLETED", ""
-            else:
-                worker.word, worker.reason = "FAILED", "exit code {:d}".format(code)
+            if worker.word == "COMPLETING" and now >= worker.ended_at + self._epilog:
+                if worker.returncode == 0:
+                    worker.word, worker.reason = "COMPLETED", ""
+                else:
+                    worker.word = "FAILED"
+                    worker.reason = "exit code {:d}".format(worker.returncode)
         self._count_alive()
 
     def _start_due(self) -> None:
@@ -464,30 +424,27 @@ class FakeScheduler(Scheduler):
         if not self._gate_open:
             return
         now = time.monotonic()
-        running = collections.Counter(
-            w.submission for w in self._workers.values() if w.word in ("RUNNING", "COMPLETING")
+        busy = collections.Counter(
+            w.submission for w in self._workers.values() if w.word in IN_A_SLOT
         )
-        total = sum(running.values())
         for worker in self._workers.values():
-            if self.slots is not None and total >= self.slots:
-                return
+            if self.slots is not None and sum(busy.values()) >= self.slots:
+                break
             if worker.word != "PENDING" or worker.not_before > now:
                 continue
-            if running[worker.submission] >= worker.request.max_running:
-                continue
-            self._start(worker)
-            running[worker.submission] += 1
-            total += 1
+            if busy[worker.submission] < worker.request.max_running:
+                self._start(worker)
+                busy[worker.submission] += 1
         self._count_alive()
 
     def _start(self, worker: FakeWorker) -> None:
+        """Start the worker's process as a job: own session, output to its log."""
         request = worker.request
         env = dict(os.environ)
         env.update(request.env)
         argv = list(request.worker_argv) + ["--worker-id", worker.worker_id]
-        log_path = os.path.join(request.log_dir, worker.worker_id + ".log")
         try:
-            with open(log_path, "ab") as out:
+            with open(os.path.join(request.log_dir, worker.worker_id + ".log"), "ab") as out:
                 worker.process = subprocess.Popen(
                     argv,
                     env=env,
@@ -497,8 +454,7 @@ class FakeScheduler(Scheduler):
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-        except OSError as err:
-            # As a job whose command cannot start: it fails at once.
+        except OSError as err:  # as a job whose command cannot start
             worker.word, worker.reason, worker.returncode = "FAILED", str(err), 127
             return
         worker.pids.append(worker.process.pid)
@@ -507,14 +463,7 @@ class FakeScheduler(Scheduler):
     def _count_alive(self) -> None:
         words = collections.Counter(w.word for w in self._workers.values())
         self.max_alive = max(self.max_alive, sum(words[w] for w in ALIVE))
-        self.max_running = max(self.max_running, words["RUNNING"] + words["COMPLETING"])
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None and not self._stopping:
-            self._thread = threading.Thread(
-                target=self._control, name="pypoolparty-fake-scheduler", daemon=True
-            )
-            self._thread.start()
+        self.max_running = max(self.max_running, sum(words[w] for w in IN_A_SLOT))
 
     def _control(self) -> None:
         """The controller: reap ended workers, start due ones, every 5 ms."""
@@ -536,9 +485,9 @@ def pool(
 ) -> typing.Iterator[ClusterPool]:
     """A :class:`~pypoolparty.core.pool.ClusterPool` on a fake scheduler.
 
-    The pool's ``scheduler`` attribute is the fake. On leaving, the pool is
-    terminated and the fake shut down: no worker outlives the block.
-    Other keywords go to the pool.
+    Its ``scheduler`` attribute is the fake; other keywords go to the pool.
+    On leaving, the pool is terminated and the fake shut down: no worker
+    outlives the block.
     """
     fake = scheduler if scheduler is not None else FakeScheduler()
     try:
