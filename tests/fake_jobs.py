@@ -81,6 +81,13 @@ class Gate:
             fail=set(fail),
         )
 
+    def start_map(self, pool, jobs, started: int):
+        """map_async of the gated job, one job a chunk; returns once
+        ``started`` jobs wait at the gate."""
+        res = pool.map_async(self.job(), jobs, chunksize=1)
+        self.wait_started(started)
+        return res
+
     def open(self) -> None:
         open(os.path.join(self.folder, "go"), "w").close()
 

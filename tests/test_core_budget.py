@@ -71,8 +71,7 @@ def test_workers_of_a_completed_map_still_count_until_they_end(tmp_path):
         fake_scheduler = pool.scheduler
         # Workers take a while to end, as jobs do in an epilog.
         fake_scheduler.epilog(0.5)
-        first = pool.map_async(gate.job(), [0, 1], chunksize=1)
-        gate.wait_started(2)
+        first = gate.start_map(pool, [0, 1], 2)
         second = pool.map_async(square, range(4), chunksize=1)
         gate.open()
         assert first.get() == [0, 1]

@@ -64,8 +64,7 @@ def test_terminate_cancels_the_workers_and_the_waiting_results(tmp_path):
     gate = Gate(tmp_path / "gate")
     with fake.pool(2, work_dir=tmp_path / "pools") as pool:
         fake_scheduler = pool.scheduler
-        res = pool.map_async(gate.job(), range(4), chunksize=1)
-        gate.wait_started(2)
+        res = gate.start_map(pool, range(4), 2)
         pool.terminate()
         with pytest.raises(errors.CancelledError):
             res.get(timeout=5)
@@ -87,8 +86,7 @@ def test_an_exception_while_waiting_in_get_cancels_the_map(tmp_path, exc_type):
     gate = Gate(tmp_path / "gate")
     with fake.pool(2, work_dir=tmp_path / "pools") as pool:
         fake_scheduler = pool.scheduler
-        res = pool.map_async(gate.job(), range(4), chunksize=1)
-        gate.wait_started(2)
+        res = gate.start_map(pool, range(4), 2)
         with pytest.raises(exc_type):
             with InterruptSoon(exc_type):
                 res.get()

@@ -36,8 +36,7 @@ def test_transient_failures_past_the_deadline_raise_unavailable(tmp_path):
     scheduler = fake.FakeScheduler(policy=policy)
     gate = Gate(tmp_path / "gate")
     with fake.pool(2, work_dir=tmp_path, scheduler=scheduler) as pool:
-        res = pool.map_async(gate.job(), range(4), chunksize=1)
-        gate.wait_started(2)
+        res = gate.start_map(pool, range(4), 2)
         scheduler.fail_next("states", times=1000, transient=True)
         with pytest.raises(errors.SchedulerUnavailableError, match="try again"):
             res.get(timeout=10)
@@ -64,8 +63,7 @@ def test_a_permanent_states_failure_fails_the_map_and_cancels_it(tmp_path):
     gate = Gate(tmp_path / "gate")
     with fake.pool(2, work_dir=tmp_path) as pool:
         fake_scheduler = pool.scheduler
-        res = pool.map_async(gate.job(), range(4), chunksize=1)
-        gate.wait_started(2)
+        res = gate.start_map(pool, range(4), 2)
         fake_scheduler.fail_next("states", transient=False)
         with pytest.raises(errors.SchedulerCommandError, match="request refused"):
             res.get(timeout=10)
@@ -78,8 +76,7 @@ def test_a_failing_resubmission_fails_the_map_and_cancels_the_rest(tmp_path):
     gate = Gate(tmp_path / "gate")
     with fake.pool(2, work_dir=tmp_path) as pool:
         fake_scheduler = pool.scheduler
-        res = pool.map_async(gate.job(), range(4), chunksize=1)
-        gate.wait_started(2)
+        res = gate.start_map(pool, range(4), 2)
         lost, kept = fake_scheduler.worker_ids("RUNNING")
         fake_scheduler.fail_next("submit", transient=False)
         fake_scheduler.lose(lost)
@@ -109,8 +106,7 @@ def test_an_unexpected_error_in_a_round_fails_every_map_instead_of_hanging(tmp_p
 def test_a_failing_cancel_is_reported_and_the_results_still_end(tmp_path, capfd):
     gate = Gate(tmp_path / "gate")
     with fake.pool(2, work_dir=tmp_path) as pool:
-        res = pool.map_async(gate.job(), range(4), chunksize=1)
-        gate.wait_started(2)
+        res = gate.start_map(pool, range(4), 2)
         pool.scheduler.fail_next("cancel", transient=False)
         pool.terminate()
         with pytest.raises(errors.CancelledError):

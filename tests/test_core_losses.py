@@ -60,8 +60,7 @@ def test_workers_lost_at_once_are_replaced_by_one_submission(tmp_path):
     gate = Gate(tmp_path / "gate")
     with fake.pool(2, work_dir=tmp_path) as pool:
         fake_scheduler = pool.scheduler
-        res = pool.map_async(gate.job(), range(4), chunksize=1)
-        gate.wait_started(2)
+        res = gate.start_map(pool, range(4), 2)
         for wid in fake_scheduler.worker_ids("RUNNING"):
             fake_scheduler.lose(wid)
         gate.wait_started(4)
@@ -80,8 +79,7 @@ def test_a_lost_chunk_gets_a_free_slot_while_the_other_worker_is_busy(tmp_path):
     gate = Gate(tmp_path / "gate")
     with fake.pool(2, work_dir=tmp_path) as pool:
         fake_scheduler = pool.scheduler
-        res = pool.map_async(gate.job(), range(2), chunksize=1)
-        gate.wait_started(2)
+        res = gate.start_map(pool, range(2), 2)
         fake_scheduler.lose(worker_of(fake_scheduler, gate.pid_of(0)))
         replaced = wait_until(lambda: fake_scheduler.calls["submit"] >= 2, timeout=2.0)
         gate.open()
@@ -171,6 +169,20 @@ def test_a_held_worker_is_cancelled_after_two_polls_and_replaced(tmp_path):
         assert len(polls_seeing(fake_scheduler, held, ["HELD"], cancel)) == 2
         assert fake_scheduler.word(held) == "CANCELLED"
         assert wait_until(lambda: fake_scheduler.word(replacement) == "COMPLETED")
+
+
+def test_workers_held_every_time_end_in_an_error_naming_the_hold(tmp_path):
+    with fake.pool(1, work_dir=tmp_path, max_num_resubmissions=1) as pool:
+        fake_scheduler = pool.scheduler
+        fake_scheduler.hold(10)
+        res = pool.map_async(square, range(3))
+        with pytest.raises(errors.JobsLostError) as info:
+            res.get(timeout=20)
+        assert "2 submissions of workers in a row" in str(info.value)
+        assert "held in HELD (held by the test), cancelled by pypoolparty" in str(info.value)
+        assert "The test held them" in str(info.value)
+        assert fake_scheduler.cancelled == fake_scheduler.submitted
+        assert len(fake_scheduler.submitted) == 2
 
 
 def test_a_requeued_worker_runs_its_own_claimed_chunk_again(tmp_path):

@@ -105,8 +105,7 @@ def test_a_value_that_cannot_be_pickled_is_a_maybe_encoding_error(tmp_path):
 def test_an_unreadable_result_file_fails_the_map_and_cancels(tmp_path):
     gate = Gate(tmp_path / "gate")
     with fake.pool(1, work_dir=tmp_path / "pools") as pool:
-        res = pool.map_async(gate.job(), [0, 1], chunksize=1)
-        gate.wait_started(1)
+        res = gate.start_map(pool, [0, 1], 1)
         (map_dir,) = map_dirs(tmp_path / "pools")
         with open(os.path.join(map_dir, "results", "0.pickle"), "wb") as f:
             f.write(b"not a pickle")
