@@ -1,0 +1,149 @@
+"""
+Jobs for the fast tests of the core, and the helpers that steer them.
+
+The workers import this module by name (the driver's ``sys.path`` travels in
+the manifest), so its functions are pickled by reference.
+
+Gated jobs make the timing of a test explicit: a gated job notes that it
+started (``started-<job>-<pid>`` in the gate's folder), prints a line to the
+worker's log and waits until the test opens the gate (the file ``go``).
+"""
+import functools
+import os
+import re
+import threading
+import time
+import typing
+
+#: A gated job gives up after this long, so that no worker waits forever.
+GATE_TIMEOUT = 60.0
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def negate(x):
+    return -x
+
+
+def fail_on(x, bad=3):
+    if x == bad:
+        raise ValueError("bad job", x)
+    return x * x
+
+
+def return_lock(x):
+    """A value that cannot be pickled."""
+    return threading.Lock()
+
+
+def failing_initializer():
+    raise RuntimeError("initializer failed on purpose")
+
+
+def gated(x, folder, which=None, fail=()):
+    """``x * x``, once ``folder/go`` exists (only jobs in ``which`` wait).
+
+    Jobs in ``fail`` raise ValueError("bad job", x) at once.
+    """
+    if x in fail:
+        raise ValueError("bad job", x)
+    if which is None or x in which:
+        open(os.path.join(folder, "started-{:d}-{:d}".format(x, os.getpid())), "w").close()
+        print("job {:d} waits for the gate".format(x), flush=True)
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while not os.path.exists(os.path.join(folder, "go")):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never opened the gate")
+            time.sleep(0.005)
+        open(os.path.join(folder, "done-{:d}-{:d}".format(x, os.getpid())), "w").close()
+    return x * x
+
+
+class Gate:
+    """A folder that gated jobs of one test wait on."""
+
+    def __init__(self, folder):
+        self.folder = str(folder)
+        os.makedirs(self.folder, exist_ok=True)
+
+    def job(self, which: typing.Optional[typing.Iterable[int]] = None, fail=()):
+        """The gated job function (only ``which`` jobs wait, if given)."""
+        return functools.partial(
+            gated,
+            folder=self.folder,
+            which=None if which is None else set(which),
+            fail=set(fail),
+        )
+
+    def start_map(self, pool, jobs, started: int):
+        """map_async of the gated job, one job a chunk; returns once
+        ``started`` jobs wait at the gate."""
+        res = pool.map_async(self.job(), jobs, chunksize=1)
+        self.wait_started(started)
+        return res
+
+    def open(self) -> None:
+        open(os.path.join(self.folder, "go"), "w").close()
+
+    def marks(self, kind: str) -> typing.List[typing.Tuple[int, int]]:
+        """(job, pid) of each ``"started"`` or ``"done"`` mark, sorted."""
+        out = []
+        for name in os.listdir(self.folder):
+            m = re.fullmatch(kind + r"-(\d+)-(\d+)", name)
+            if m:
+                out.append((int(m.group(1)), int(m.group(2))))
+        return sorted(out)
+
+    def started(self) -> typing.List[int]:
+        """Jobs that started, once per start."""
+        return [job for job, _ in self.marks("started")]
+
+    def wait_started(self, num: int, timeout: float = 10.0) -> typing.List[int]:
+        """Wait until ``num`` job starts were noted; return the jobs."""
+        assert wait_until(lambda: len(self.started()) >= num, timeout), (
+            "only {} of {:d} job starts seen".format(self.started(), num)
+        )
+        return self.started()
+
+    def pid_of(self, job: int) -> int:
+        """The process that started ``job`` last."""
+        return [pid for j, pid in self.marks("started") if j == job][-1]
+
+
+def wait_until(predicate: typing.Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``predicate`` every 10 ms; return whether it became true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
+
+
+def worker_of(fake, pid: int) -> str:
+    """The id of the fake's worker that ran as process ``pid``."""
+    (wid,) = [w for w in fake.worker_ids() if pid in fake.pids(w)]
+    return wid
+
+
+def map_dirs(root) -> typing.List[str]:
+    """The map folders in a pool's work dir."""
+    root = str(root)
+    if not os.path.isdir(root):
+        return []
+    return sorted(os.path.join(root, n) for n in os.listdir(root) if n.startswith("map-"))
+
+
+def process_gone(pid: int) -> bool:
+    """True if process ``pid`` ended (a zombie counts as ended)."""
+    try:
+        with open("/proc/{:d}/stat".format(pid)) as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
