@@ -91,7 +91,9 @@ class JobsLostError(PoolError):
     Attributes
     ----------
     job_indices : list of int
-        Indices, in the map's iterable, of the jobs that have no result.
+        Indices, in the map's iterable, of the jobs lost more often than
+        allowed; when submissions kept ending without any result, of every
+        job that has none.
     work_dir : str
         The map's work dir, kept for inspection.
     """

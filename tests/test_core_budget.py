@@ -79,12 +79,6 @@ def test_workers_of_a_completed_map_still_count_until_they_end(tmp_path):
         assert fake_scheduler.max_alive <= 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MapRun._decide_submissions: min(processes, unclaimed) - alive is 0 "
-    "for a map whose busy workers outnumber its unclaimed chunks, so it stops "
-    "asking for the workers the budget denied it before.",
-)
 def test_a_map_gets_the_budget_an_earlier_map_leaves(tmp_path):
     gate_a, gate_b = Gate(tmp_path / "a"), Gate(tmp_path / "b")
     with fake.pool(4, work_dir=tmp_path) as pool:

@@ -69,12 +69,6 @@ def test_workers_lost_at_once_are_replaced_by_one_submission(tmp_path):
         assert [len(ids) for ids in fake_scheduler.submitted] == [2, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MapRun._decide_submissions counts a busy worker as able to take "
-    "a released chunk: min(processes, unclaimed) - alive is 0 here although "
-    "a slot is free, so the lost chunk waits for the other worker's chunk.",
-)
 def test_a_lost_chunk_gets_a_free_slot_while_the_other_worker_is_busy(tmp_path):
     gate = Gate(tmp_path / "gate")
     with fake.pool(2, work_dir=tmp_path) as pool:

@@ -123,7 +123,7 @@ def test_an_initializer_that_raises_fails_the_jobs_not_the_pool(tmp_path):
         assert pool.scheduler.calls["submit"] == 1
 
 
-def test_a_callback_that_raises_is_reported_and_the_pool_goes_on(tmp_path, capfd):
+def test_a_callback_that_raises_is_reported_and_the_pool_goes_on(tmp_path, caplog):
     with fake.pool(1, work_dir=tmp_path) as pool:
 
         def bad_callback(value):
@@ -132,7 +132,8 @@ def test_a_callback_that_raises_is_reported_and_the_pool_goes_on(tmp_path, capfd
         res = pool.map_async(square, [2], callback=bad_callback)
         assert res.get() == [4]
         assert pool.map(square, [3]) == [9]
-    assert "exception in a result callback" in capfd.readouterr().err
+    (record,) = [r for r in caplog.records if "exception in a result callback" in r.getMessage()]
+    assert record.name == "pypoolparty" and record.exc_info[0] is KeyError
 
 
 def test_the_work_dir_is_removed_after_success_and_kept_after_failure(tmp_path):

@@ -198,8 +198,8 @@ def run_command(
                 proc.returncode,
                 proc.stderr,
                 hint="It failed transiently {:d} times over {:.0f} s; the "
-                "scheduler seems unavailable. Check its controller "
-                "(e.g. 'scontrol ping' or 'qstat').".format(
+                "scheduler seems unavailable. Check that its controller "
+                "answers.".format(
                     attempt, time.monotonic() - start
                 ),
             )

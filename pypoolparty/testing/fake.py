@@ -17,7 +17,7 @@ Their command lines, state words, array limits, delays and failure modes
 are the adapters' business and only a real scheduler proves them.
 
 Its commands are small shell scripts in a folder of its own, run through
-:func:`pypoolparty.core.commands.run_command` with the fake's retry policy,
+:meth:`pypoolparty.core.scheduler.Scheduler.run` with the fake's retry policy,
 so an injected failure takes a real one's path: retried with back-off while
 transient, :class:`~pypoolparty.errors.SchedulerCommandError` at once when
 permanent. The cancel script only notes its arguments (``cancel-requests``),
@@ -43,7 +43,7 @@ import threading
 import time
 import typing
 
-from ..core.commands import RetryPolicy, run_command
+from ..core.commands import RetryPolicy
 from ..core.event_log import EventLog
 from ..core.pool import ClusterPool
 from ..core.scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus
@@ -62,9 +62,10 @@ STATES = {
 ALIVE = ("PENDING", "HELD", "RUNNING", "COMPLETING")
 IN_A_SLOT = ("RUNNING", "COMPLETING")
 COMMANDS = ("submit", "states", "cancel")
-TRANSIENT_MESSAGE = "fake-{:s}: the controller is busy, try again"
+TRANSIENT_MESSAGE = "fake-{:s}: the fake controller is busy"
 PERMANENT_MESSAGE = "fake-{:s}: error: request refused (a failure the test asked for)"
-TRANSIENT_PATTERNS = (r"try again",)
+#: The fake's own phrase for "try again later" (as each adapter has its own).
+TRANSIENT_PATTERNS = (r"the fake controller is busy",)
 
 #: A command: it fails while the count in <script>.failures lasts, saying
 #: <script>.message; the cancel command notes its arguments.
@@ -137,6 +138,7 @@ class FakeScheduler(Scheduler):
     """
 
     name = "fake"
+    transient_patterns = TRANSIENT_PATTERNS
 
     def __init__(
         self,
@@ -144,10 +146,10 @@ class FakeScheduler(Scheduler):
         policy: typing.Optional[RetryPolicy] = None,
         state_dir: typing.Optional[str] = None,
     ):
-        self.slots = slots
-        self.policy = policy or RetryPolicy(
-            timeout=10.0, first_delay=0.01, factor=2.0, max_delay=0.1, deadline=1.0
+        super().__init__(
+            policy or RetryPolicy(timeout=10.0, first_delay=0.01, factor=2.0, max_delay=0.1, deadline=1.0)
         )
+        self.slots = slots
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="pypoolparty-fake-")
         self._scripts = {kind: os.path.join(self.state_dir, "fake-" + kind) for kind in COMMANDS}
@@ -372,9 +374,7 @@ class FakeScheduler(Scheduler):
         try:
             for argv in argvs:
                 with self._command_lock:
-                    run_command(
-                        argv, policy=self.policy, log=log, transient_patterns=TRANSIENT_PATTERNS
-                    )
+                    self.run(argv, log)
         except BaseException as err:
             call.error = err
             with self._cond:
