@@ -1,5 +1,6 @@
 """
-What tests and a first try need: real schedulers on this machine.
+What tests and a first try need: real schedulers on this machine, and a
+fake one.
 
 * :mod:`~pypoolparty.testing.local_slurm` and
   :mod:`~pypoolparty.testing.local_sge` start a real SLURM cluster or Grid
@@ -14,6 +15,12 @@ What tests and a first try need: real schedulers on this machine.
   directory and ``slurm.conf``), :mod:`~pypoolparty.testing.slurm_processes`
   (its jobs' processes, a failing node), :mod:`~pypoolparty.testing.munge`;
   :mod:`~pypoolparty.testing.sge_config` (the Grid Engine cell).
+
+* :mod:`~pypoolparty.testing.fake` is no real scheduler: a
+  :class:`~pypoolparty.testing.fake.FakeScheduler` runs the real worker code
+  in local subprocesses and loses, holds, requeues or forgets workers and
+  fails commands on demand (its scripts: :mod:`~pypoolparty.testing.fake_commands`),
+  for fast tests of the core's decisions.
 
 Nothing in the pools imports this package.
 """

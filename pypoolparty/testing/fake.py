@@ -47,6 +47,7 @@ from ..core.commands import RetryPolicy
 from ..core.event_log import EventLog
 from ..core.pool import ClusterPool
 from ..core.scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus
+from . import fake_commands
 
 #: The fake's words, and what they mean to the core.
 STATES = {
@@ -61,28 +62,6 @@ STATES = {
 }
 ALIVE = ("PENDING", "HELD", "RUNNING", "COMPLETING")
 IN_A_SLOT = ("RUNNING", "COMPLETING")
-COMMANDS = ("submit", "states", "cancel")
-TRANSIENT_MESSAGE = "fake-{:s}: the fake controller is busy"
-PERMANENT_MESSAGE = "fake-{:s}: error: request refused (a failure the test asked for)"
-#: The fake's own phrase for "try again later" (as each adapter has its own).
-TRANSIENT_PATTERNS = (r"the fake controller is busy",)
-
-#: A command: it fails while the count in <script>.failures lasts, saying
-#: <script>.message; the cancel command notes its arguments.
-COMMAND_SCRIPT = """\
-#!/bin/sh
-n=$(cat "$0.failures" 2>/dev/null || echo 0)
-if [ "$n" -gt 0 ]; then
-    echo $((n - 1)) > "$0.failures"
-    cat "$0.message" >&2
-    exit 1
-fi
-if [ "$(basename "$0")" = fake-cancel ]; then
-    echo "$@" >> "$(dirname "$0")/cancel-requests"
-fi
-"""
-
-
 @dataclasses.dataclass
 class Call:
     """A call of submit, states or cancel: the ids submitted, asked about or
@@ -138,7 +117,7 @@ class FakeScheduler(Scheduler):
     """
 
     name = "fake"
-    transient_patterns = TRANSIENT_PATTERNS
+    transient_patterns = fake_commands.TRANSIENT_PATTERNS
 
     def __init__(
         self,
@@ -152,10 +131,7 @@ class FakeScheduler(Scheduler):
         self.slots = slots
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="pypoolparty-fake-")
-        self._scripts = {kind: os.path.join(self.state_dir, "fake-" + kind) for kind in COMMANDS}
-        for path in self._scripts.values():
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700), "wt") as f:
-                f.write(COMMAND_SCRIPT)
+        self._scripts = fake_commands.FakeCommands(self.state_dir)
         self.calls: typing.Counter[str] = collections.Counter()
         self.history: typing.List[Call] = []
         self.max_alive = self.max_running = 0
@@ -173,7 +149,7 @@ class FakeScheduler(Scheduler):
         """Queue ``request.num_workers`` workers; the controller starts them."""
         call = self._new_call("submit", [])
         call.request = request
-        argv = [self._scripts["submit"], "--workers={:d}".format(request.num_workers)]
+        argv = [self._scripts.path("submit"), "--workers={:d}".format(request.num_workers)]
         self._commands(call, [argv], log)
         with self._cond:
             submission = len([c for c in self.history if c.kind == "submit" and not c.error]) + 1
@@ -199,7 +175,7 @@ class FakeScheduler(Scheduler):
     ) -> typing.Dict[str, WorkerStatus]:
         """The status of the given workers the fake still knows."""
         call = self._new_call("states", worker_ids)
-        self._commands(call, [[self._scripts["states"], ",".join(worker_ids)]], log)
+        self._commands(call, [[self._scripts.path("states"), ",".join(worker_ids)]], log)
         with self._cond:
             self._reap()
             for wid in worker_ids:
@@ -211,7 +187,7 @@ class FakeScheduler(Scheduler):
 
     def cancel_commands(self, worker_ids: typing.Collection[str]) -> typing.List[typing.List[str]]:
         """One call of the cancel script, which only notes the ids."""
-        return [[self._scripts["cancel"]] + sorted(worker_ids)] if worker_ids else []
+        return [[self._scripts.path("cancel")] + sorted(worker_ids)] if worker_ids else []
 
     def cancel(self, worker_ids: typing.Collection[str], log: EventLog) -> None:
         """Run the cancel command, then kill the workers' processes."""
@@ -280,21 +256,12 @@ class FakeScheduler(Scheduler):
         failures outlast its deadline; else SchedulerCommandError at once.
         ``message`` replaces what the command writes to stderr.
         """
-        default = TRANSIENT_MESSAGE if transient else PERMANENT_MESSAGE
-        script = self._scripts[command]
         with self._command_lock:
-            with open(script + ".message", "wt") as f:
-                f.write((message or default.format(command)) + "\n")
-            with open(script + ".failures", "wt") as f:
-                f.write("{:d}\n".format(times))
+            self._scripts.arm(command, times, transient, message)
 
     def failures_left(self, command: str) -> int:
         """Injected failures of ``command`` that did not happen yet."""
-        try:
-            with open(self._scripts[command] + ".failures", "rt") as f:
-                return int(f.read().strip() or 0)
-        except FileNotFoundError:
-            return 0
+        return self._scripts.failures_left(command)
 
     def delay_start(self, seconds: float) -> None:
         """Workers submitted from now on start no earlier than this after."""
