@@ -47,9 +47,9 @@ class EventLog:
             )
 
     @classmethod
-    def buffer(cls, verbose: bool = False) -> "EventLog":
+    def buffer(cls) -> "EventLog":
         """A log that keeps its events until :meth:`replay_into` a file's log."""
-        log = cls(None, verbose=verbose)
+        log = cls(None)
         log._buffer = []
         return log
 

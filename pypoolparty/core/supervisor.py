@@ -42,14 +42,27 @@ class PollIntervals:
 
 
 class Supervisor:
-    """Drives the maps of one pool from a daemon thread."""
+    """Drives the maps of one pool from a daemon thread.
+
+    Parameters
+    ----------
+    scheduler : Scheduler
+        Polled once per ``intervals.scheduler`` for every live worker.
+    intervals : PollIntervals
+        How often it looks at files and at the scheduler.
+    name : str
+        Names the thread.
+    before_round : callable
+        Called at the start of every round (the pool hands over gathered
+        ``apply_async`` calls); True while calls still wait to be handed over.
+    """
 
     def __init__(
         self,
         scheduler: Scheduler,
         intervals: PollIntervals,
         name: str,
-        before_round: typing.Optional[typing.Callable[[], bool]] = None,
+        before_round: typing.Callable[[], bool],
     ):
         self.scheduler = scheduler
         self.intervals = intervals
@@ -104,7 +117,7 @@ class Supervisor:
     def _loop(self) -> None:
         interval = self.intervals.files_min
         while True:
-            pending = self._before_round() if self._before_round else False
+            pending = self._before_round()
             with self._cond:
                 self._runs = [r for r in self._runs if r.active]
                 if not self._runs:
