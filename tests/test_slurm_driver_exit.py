@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -25,7 +26,9 @@ from conftest import squeue_names, unique_name, wait_until
 #: and a directory where it meets the test.
 DRIVER = textwrap.dedent(
     """\
+    import faulthandler
     import os
+    import signal
     import subprocess
     import sys
     import time
@@ -33,6 +36,7 @@ DRIVER = textwrap.dedent(
     import pypoolparty.slurm.array
 
     mode, meet = sys.argv[1], sys.argv[2]
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks, should it hang
 
 
     def wait_for(name):
@@ -47,7 +51,7 @@ DRIVER = textwrap.dedent(
 
 
     pool = pypoolparty.slurm.array.Pool(
-        processes=2, job_name={name!r},
+        processes=2, job_name={name!r}, verbose=True,
         sbatch_options={{"time": "00:10:00"}}, polling_interval=1.0,
     )
     if mode == "ctrl-c":
@@ -89,14 +93,15 @@ class Driver:
         self.meet.mkdir()
         script = tmp_path / "driver.py"
         script.write_text(DRIVER.format(name=self.name))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(script), mode, str(self.meet)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=str(tmp_path),
-            env=worktree_env(),
-        )
+        self.stderr = tmp_path / "driver.stderr"  # a file: a full pipe would block it
+        with open(self.stderr, "w") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(script), mode, str(self.meet)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=str(tmp_path),
+                env=worktree_env(),
+            )
 
     def running_tasks(self):
         return [i for i, s in squeue_names(self.name) if s == "RUNNING"]
@@ -111,8 +116,15 @@ class Driver:
         (self.meet / "go").touch()
 
     def finish(self, timeout=30):
-        _, stderr = self.proc.communicate(timeout=timeout)
-        return stderr
+        """Wait for the driver's end (after ``timeout``: its stacks, then kill it); its stderr."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            self.proc.kill()
+            self.proc.wait()
+        return self.stderr.read_text()
 
     def queue_is_empty(self, timeout):
         return wait_until(lambda: squeue_names(self.name) == [], timeout=timeout)
@@ -159,7 +171,8 @@ def test_ctrl_c_cancels_the_maps_jobs_before_the_caller_sees_it(driver):
     d = driver("ctrl-c")
     running = d.wait_until_both_tasks_run()
     d.proc.send_signal(signal.SIGINT)
-    assert wait_until(lambda: (d.meet / "queue").exists(), timeout=30)
+    snapshot = wait_until(lambda: (d.meet / "queue").exists(), timeout=60)
+    assert snapshot, d.finish(timeout=0)
     # The driver still waits in its except block: no atexit, no reaper yet.
     assert d.proc.poll() is None
     states = dict(line.split() for line in (d.meet / "queue").read_text().splitlines())

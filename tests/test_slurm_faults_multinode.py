@@ -274,6 +274,7 @@ def _hog_memory(megabytes):
     block = bytearray(megabytes * 2**20)
     for i in range(0, len(block), 4096):  # touch every page
         block[i] = 1
+    time.sleep(3)  # OverMemoryKill looks once a second
     return len(block)
 
 
