@@ -28,6 +28,14 @@ def fail_on_two(x):
     return x
 
 
+def fail_first_else_sleep(x):
+    """Job 0 raises at once; the others take two minutes."""
+    if x == 0:
+        raise ValueError("first")
+    time.sleep(120)
+    return x
+
+
 class CustomError(Exception):
     pass
 
@@ -46,6 +54,10 @@ def initialized(_):
 
 def unpicklable_result(_):
     return threading.Lock()
+
+
+def pid_of(_):
+    return os.getpid()
 
 
 def kwargs_call(a, b=0, *, c=0):

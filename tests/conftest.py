@@ -1,24 +1,93 @@
 """
-Fixtures: a real SLURM cluster for the whole test session.
+Fixtures: a real SLURM cluster and a real Grid Engine for the test session.
 
-By default the session starts its own single-node cluster (own config, ports
-and directories, see ``pypoolparty.testing.local_slurm``) and stops it at the
-end. With ``PYPOOLPARTY_TEST_SLURM_CONF`` set to the slurm.conf of a running
-cluster (``.ci/run`` does this), the tests use that one instead.
+By default the session starts its own single-node SLURM cluster (own config,
+ports and directories, see ``pypoolparty.testing.local_slurm``) and stops it
+at the end. With ``PYPOOLPARTY_TEST_SLURM_CONF`` set to the slurm.conf of a
+running cluster (``.ci/run`` does this), the tests use that one instead.
 
 Likewise for Grid Engine (``pypoolparty.testing.local_sge``), started on first
 use; with ``PYPOOLPARTY_TEST_SGE_RUNNING=1`` the tests use the Grid Engine
 that the environment's ``SGE_ROOT``/``SGE_CELL`` point to.
+
+Every test that needs a real scheduler carries the marker ``cluster`` (and
+``slurm`` or ``sge``): the ones using the fixtures below get it here, the
+others in their own files. ``python -m pytest tests -m "not cluster"`` runs
+the rest, without root and without starting a daemon. Where a cluster cannot
+be started, its tests skip saying why -- or fail, in CI (see
+``skip_policy.py``).
 """
+import contextlib
+import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 
 import pytest
 
-from pypoolparty.testing.local_sge import LocalSgeCluster
-from pypoolparty.testing.local_slurm import LocalSlurmCluster
+from pypoolparty.core.scheduler import SubmitRequest
+from pypoolparty.testing.local_sge import LocalSgeCluster, LocalSgeClusterError
+from pypoolparty.testing.local_slurm import LocalSlurmCluster, LocalSlurmClusterError
+
+import skip_policy
+
+pytest_plugins = ["pytester"]
+
+#: Fixtures that give a test a real scheduler, by the marker they imply.
+SCHEDULER_FIXTURES = {
+    "slurm": ("slurm", "slurm_cluster"),
+    "sge": ("sge", "sge_cluster"),
+}
+#: Test files of another kind that start local clusters themselves.
+SCHEDULER_FILES = {
+    "test_local_slurm_cluster.py": "slurm",
+    "test_local_sge_cluster.py": "sge",
+}
+
+
+def pytest_configure(config):
+    """Every run of this suite follows the skip policy."""
+    skip_policy.pytest_configure(config)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Mark what needs a real scheduler, before ``-m`` selects."""
+    for item in items:
+        kinds = {k for k in SCHEDULER_FIXTURES if item.get_closest_marker(k)}
+        names = set(getattr(item, "fixturenames", ()))
+        kinds.update(k for k, fixtures in SCHEDULER_FIXTURES.items() if names & set(fixtures))
+        if item.path.name in SCHEDULER_FILES:
+            kinds.add(SCHEDULER_FILES[item.path.name])
+        for kind in sorted(kinds):
+            item.add_marker(kind)
+        if kinds:
+            item.add_marker("cluster")
+
+
+@contextlib.contextmanager
+def local_cluster(cluster, what):
+    """Start ``cluster`` (a local SLURM or Grid Engine), stop it afterwards.
+
+    Where it cannot run here -- not root, or its packages missing and not
+    installable -- the test skips saying so (fails in CI).
+    """
+    if os.geteuid() != 0:
+        skip_policy.cluster_unavailable(what, "starting its daemons needs root")
+    try:
+        cluster.install()
+    except (LocalSlurmClusterError, LocalSgeClusterError) as err:
+        skip_policy.cluster_unavailable(
+            what, "its packages are missing and could not be installed ({})".format(err)
+        )
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
 
 #: Options every test job gets: an explicit time limit (see clusters.md).
 TEST_SBATCH_OPTIONS = {"time": "00:10:00"}
@@ -43,11 +112,8 @@ def slurm_cluster(tmp_path_factory):
         yield RunningCluster(conf)
         return
     cluster = LocalSlurmCluster(directory=str(tmp_path_factory.mktemp("slurm")))
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    with local_cluster(cluster, "SLURM cluster") as running:
+        yield running
 
 
 class RunningSge:
@@ -62,12 +128,8 @@ def sge_cluster():
     if os.environ.get("PYPOOLPARTY_TEST_SGE_RUNNING"):
         yield RunningSge()
         return
-    cluster = LocalSgeCluster()
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    with local_cluster(LocalSgeCluster(), "Grid Engine") as running:
+        yield running
 
 
 @pytest.fixture
@@ -83,9 +145,14 @@ def sge(sge_cluster, monkeypatch, tmp_path):
 @pytest.fixture
 def slurm(slurm_cluster, monkeypatch, tmp_path):
     """Point this test's SLURM clients at the cluster; cwd in tmp_path."""
-    monkeypatch.setenv("SLURM_CONF", slurm_cluster.slurm_conf)
+    return use_slurm(slurm_cluster, monkeypatch, tmp_path)
+
+
+def use_slurm(cluster, monkeypatch, tmp_path):
+    """This test's SLURM clients (the pools' too) talk to ``cluster``; cwd in tmp_path."""
+    monkeypatch.setenv("SLURM_CONF", cluster.slurm_conf)
     monkeypatch.chdir(tmp_path)
-    return slurm_cluster
+    return cluster
 
 
 def unique_name(prefix="ppt"):
@@ -115,16 +182,70 @@ def wait_until(predicate, timeout, interval=0.2):
     return bool(predicate())
 
 
-def driver_script(tmp_path, name):
-    """A user's script: a map of six 300 s jobs, two at a time, named ``name``."""
-    script = tmp_path / "driver.py"
-    script.write_text(
-        "import time\n"
-        "import pypoolparty.slurm.array\n"
-        "pool = pypoolparty.slurm.array.Pool(\n"
-        "    processes=2, job_name={name!r},\n"
-        "    sbatch_options={{'time': '00:10:00'}}, polling_interval=1.0,\n"
-        ")\n"
-        "pool.map(time.sleep, [300] * 6, chunksize=1)\n".format(name=name)
+def noted_run(folder, seconds, x):
+    """A job: sleep, then note in ``folder`` when it ran and in which job."""
+    start = time.time()
+    time.sleep(seconds)
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("JOB_ID")
+    with open(os.path.join(folder, "{:d}-{:s}".format(x, uuid.uuid4().hex)), "w") as f:
+        json.dump({"start": start, "end": time.time(), "job": job}, f)
+    return x
+
+
+def most_at_once(folder):
+    """The most jobs that ran at the same time, from the notes of :func:`noted_run`."""
+    edges = []
+    for entry in os.listdir(folder):
+        with open(os.path.join(folder, entry)) as f:
+            run = json.load(f)
+        edges += [(run["start"], 1), (run["end"], -1)]
+    now = most = 0
+    for _, step in sorted(edges):  # an end sorts before a start at the same time
+        now += step
+        most = max(most, now)
+    return most
+
+
+class Sampler:
+    """Calls ``count`` every 0.2 s in a thread of its own; :meth:`stop` gives the most."""
+
+    def __init__(self, count):
+        self.count = count
+        self.counts = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.counts.append(self.count())
+            self._stop.wait(0.2)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return max(self.counts)
+
+
+def sleeping_workers(name, log_dir, num_workers, max_running):
+    """A request to the adapters for workers that only sleep 2 s (and write a log)."""
+    return SubmitRequest(
+        num_workers=num_workers,
+        max_running=max_running,
+        worker_argv=["/bin/sh", "-c", "sleep 2", "worker"],  # then: --worker-id ID
+        name=name,
+        log_dir=str(log_dir),
+        cwd=str(log_dir),
+        env={},
     )
-    return script
+
+
+def claimant(work_dir, chunk=0, timeout=60):
+    """The worker that claimed ``chunk`` of the one map in ``work_dir``, once one did."""
+    def claim():
+        maps = os.listdir(work_dir) if os.path.isdir(work_dir) else []
+        return [os.path.join(work_dir, m, "claims", str(chunk)) for m in maps][:1]
+
+    assert wait_until(lambda: any(os.path.exists(c) for c in claim()), timeout=timeout)
+    with open(claim()[0]) as f:
+        return f.read().strip()

@@ -5,7 +5,6 @@ import functools
 import math
 import os
 import pickle
-import signal
 import stat
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pypoolparty import errors
 from pypoolparty.core import event_log
 from pypoolparty.slurm.array import Pool
 
-from conftest import driver_script, TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
+from conftest import TEST_SBATCH_OPTIONS, most_at_once, noted_run, unique_name
 
 
 def square(x):
@@ -192,23 +191,6 @@ def test_job_exception_is_reraised_with_remote_traceback(slurm, tmp_path):
     assert "work_dir_kept" in events
 
 
-def test_failed_job_cancels_the_rest_of_the_map(slurm, tmp_path):
-    name = unique_name()
-
-    def fail_first_else_sleep(x):
-        if x == 0:
-            raise ValueError("first")
-        time.sleep(120)
-        return x
-
-    pool = pool_of(processes=2, job_name=name)
-    t0 = time.monotonic()
-    with pytest.raises(ValueError, match="first"):
-        pool.map(fail_first_else_sleep, range(6), chunksize=1)
-    assert time.monotonic() - t0 < 60
-    assert wait_until(lambda: squeue_names(name) == [], timeout=10)
-
-
 def test_unpicklable_func_or_job_fails_before_submitting(slurm, tmp_path):
     lock = threading.Lock()
     wd = tmp_path / "wd"
@@ -270,29 +252,6 @@ def test_transient_sbatch_failures_are_retried(slurm, tmp_path):
     assert len(failed) == 2 and all(e["transient"] for e in failed)
 
 
-def test_ctrl_c_cancels_every_job_of_the_map(slurm, tmp_path):
-    name = unique_name("ctrlc")
-    script = driver_script(tmp_path, name)
-    proc = subprocess.Popen(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=str(tmp_path),
-    )
-    try:
-        running = lambda: any(s == "RUNNING" for _, s in squeue_names(name))
-        assert wait_until(running, timeout=60), "the map never started running"
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0
-    assert "KeyboardInterrupt" in stderr
-    assert wait_until(lambda: squeue_names(name) == [], timeout=10)
-
-
 # ---------------------------------------------------------------- arrays
 def test_processes_caps_running_tasks(slurm, tmp_path):
     wd = tmp_path / "wd"
@@ -335,6 +294,17 @@ def test_more_workers_than_max_array_size_are_split_over_arrays(slurm, tmp_path)
     assert len({w.split("_")[0] for w in submitted}) == 2
 
 
+def test_a_loop_of_apply_async_is_one_submission(slurm, tmp_path):
+    wd = tmp_path / "wd"
+    pool = pool_of(processes=2, work_dir=str(wd), keep_work_dir=True)
+    results = [pool.apply_async(add, (i, i)) for i in range(30)]
+    assert [r.get(60) for r in results] == [2 * i for i in range(30)]
+    (map_dir,) = map_dirs(str(wd))
+    events = event_log.read(str(wd / map_dir / "log.jsonl"))
+    sbatch = [e for e in events if e["event"] == "command" and "--parsable" in e["argv"]]
+    assert len(sbatch) == 1
+
+
 def test_sbatch_options_pass_through(slurm):
     with pool_of(sbatch_options={"time": "00:07:00", "cpus-per-task": 1, "exclusive": True}) as pool:
         (text,) = pool.map(job_limits, [0])
@@ -357,6 +327,58 @@ def test_legacy_keywords_of_0_3_still_work(slurm, tmp_path):
         scancel_path="scancel",
     )
     assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
+
+
+def sbatch_calls(work_dir):
+    (map_dir,) = map_dirs(work_dir)
+    events = event_log.read(os.path.join(work_dir, map_dir, "log.jsonl"))
+    return [e for e in events if e["event"] in ("command", "command_failed")
+            and "--parsable" in e["argv"]]
+
+
+def test_num_simultaneously_running_tasks_is_the_budget_of_processes(slurm, tmp_path):
+    """pypoolparty 0.3's name of processes: fewer than the CPUs (the default)."""
+    wd, notes = tmp_path / "wd", tmp_path / "notes"
+    notes.mkdir()
+    pool = Pool(
+        num_simultaneously_running_tasks=1,
+        sbatch_options=dict(TEST_SBATCH_OPTIONS),
+        polling_interval=1.0,
+        work_dir=str(wd),
+        keep_work_dir=True,
+    )
+    func = functools.partial(noted_run, str(notes), 1)
+    assert pool.map(func, range(3), chunksize=1) == [0, 1, 2]
+    (call,) = sbatch_calls(str(wd))
+    assert "--array=0-0%1" in call["argv"]
+    assert most_at_once(str(notes)) == 1
+
+
+def test_slurm_call_timeout_ends_a_hanging_call_and_retries(slurm, tmp_path):
+    calls = tmp_path / "calls"
+    slow = tmp_path / "slow-sbatch"
+    slow.write_text(
+        textwrap.dedent(
+            """\
+            #!/bin/sh
+            echo call >> {calls}
+            if [ "$(wc -l < {calls})" -eq 1 ]; then exec sleep 60; fi
+            exec sbatch "$@"
+            """.format(calls=calls)
+        )
+    )
+    slow.chmod(0o755)
+    wd = tmp_path / "wd"
+    pool = pool_of(
+        sbatch_path=str(slow), slurm_call_timeout=2.0, work_dir=str(wd), keep_work_dir=True
+    )
+    t0 = time.monotonic()
+    assert pool.map(square, [1, 2, 3]) == [1, 4, 9]
+    assert time.monotonic() - t0 < 30
+    failed, succeeded = sbatch_calls(str(wd))
+    assert failed["event"] == "command_failed" and failed["transient"]
+    assert "timed out after 2.0 s" in failed["stderr"]
+    assert succeeded["event"] == "command" and succeeded["attempt"] == 2
 
 
 # --------------------------------------------------------------- work dir

@@ -1,13 +1,15 @@
 """
-Faults on a real single-node SLURM cluster: a killed driver, workers that
-someone else cancels, holds or requeues, and scheduler commands that fail
-transiently or for good. Each map completes with correct results or raises
-the described error in bounded time, and leaves nothing in the queue.
+Faults on a real single-node SLURM cluster, for both SLURM pools (workers as
+array tasks, ``pypoolparty.slurm.array.Pool``, and as single jobs,
+``pypoolparty.slurm.Pool``): workers that someone else holds or requeues,
+terminate(), a job that raises, and scheduler commands that fail transiently
+or for good. Each map completes with correct results or raises the described
+error in bounded time, and leaves nothing in the queue. (A worker someone
+else cancels: test_slurm_budget.py; a driver that ends: test_slurm_driver_exit.py.)
 """
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 
@@ -15,9 +17,10 @@ import pytest
 
 from pypoolparty import errors
 from pypoolparty.core import event_log
-from pypoolparty.slurm.array import Pool
+import pypoolparty.slurm
+import pypoolparty.slurm.array
 
-from conftest import driver_script, TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
+from conftest import TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
 
 import conformance_jobs as jobs
 
@@ -64,30 +67,26 @@ def wrapper(tmp_path, name, real, fail_times, message, code=1):
     return str(path), counter
 
 
-def new_pool(name, **kwargs):
-    kwargs.setdefault("sbatch_options", dict(TEST_SBATCH_OPTIONS))
-    kwargs.setdefault("polling_interval", 1.0)
-    return Pool(job_name=name, **kwargs)
+POOLS = {"array": pypoolparty.slurm.array.Pool, "jobs": pypoolparty.slurm.Pool}
 
 
-# ------------------------------------------------------- the driver dies
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_a_killed_driver_leaves_no_job_in_the_queue(slurm, tmp_path, sig):
-    name = unique_name("kill")
-    script = driver_script(tmp_path, name)
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=str(tmp_path))
-    try:
-        assert wait_until(lambda: len(tasks_in(name, "RUNNING")) == 2, timeout=60)
-        proc.send_signal(sig)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -sig
-    assert wait_until(lambda: squeue_names(name) == [], timeout=15)
+@pytest.fixture
+def new_pool(slurm):
+    """Make pools (of a kind of POOLS); what a failed test left is cancelled."""
+    made = []
+
+    def make(name, kind="array", **kwargs):
+        kwargs.setdefault("sbatch_options", dict(TEST_SBATCH_OPTIONS))
+        kwargs.setdefault("polling_interval", 1.0)
+        made.append(POOLS[kind](job_name=name, **kwargs))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        pool.terminate()
 
 
-def test_the_pool_installs_no_signal_handler(slurm):
+def test_the_pool_installs_no_signal_handler(slurm, new_pool):
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     with new_pool(unique_name()) as pool:
         assert pool.map(jobs.square, [1, 2]) == [1, 4]
@@ -95,32 +94,44 @@ def test_the_pool_installs_no_signal_handler(slurm):
     assert {s: signal.getsignal(s) for s in before} == before
 
 
-# ------------------------------------------- someone else acts on workers
-def test_a_worker_cancelled_by_someone_else_is_replaced(slurm, tmp_path):
+# ------------------------------------------------- the caller gives up
+@pytest.mark.parametrize("kind", sorted(POOLS))
+def test_terminate_cancels_every_job_and_resolves_results(slurm, kind, new_pool):
     name = unique_name()
-    wd = str(tmp_path / "wd")
-    pool = new_pool(name, processes=2, work_dir=wd, keep_work_dir=True)
-    result = pool.map_async(jobs.sleep_then_return, [4, 4, 4, 4], chunksize=1)
-    # The victim must hold a chunk: pick the claimant of chunk 0.
-    claim = lambda: [os.path.join(wd, d, "claims", "0") for d in os.listdir(wd)][0]
-    assert wait_until(lambda: os.path.exists(claim()), timeout=60)
-    with open(claim()) as f:
-        victim = f.read().strip()
-    subprocess.run(["scancel", victim], check=True)
-    assert result.get(timeout=120) == [4, 4, 4, 4]
-    lost = [e for e in events_of(wd) if e["event"] == "chunk_lost"]
-    assert [e["worker"] for e in lost] == [victim]
-    assert lost[0]["scheduler_state"] == "CANCELLED"
+    pool = new_pool(name, kind, processes=2)
+    first = pool.map_async(jobs.sleep_then_return, [300, 300])
+    applied = pool.apply_async(jobs.sleep_then_return, (300,))
+    running = lambda: sum(1 for _, s in squeue_names(name) if s == "RUNNING") == 2
+    assert wait_until(running, timeout=60)
+    pool.terminate()
+    assert wait_until(lambda: squeue_names(name) == [], timeout=10)
+    with pytest.raises(errors.CancelledError):
+        first.get(timeout=10)
+    with pytest.raises(errors.CancelledError):
+        applied.get(timeout=10)
+
+
+@pytest.mark.parametrize("kind", sorted(POOLS))
+def test_a_job_that_raises_cancels_the_rest_of_the_map(slurm, kind, new_pool):
+    name = unique_name()
+    pool = new_pool(name, kind, processes=2)
+    t0 = time.monotonic()
+    result = pool.map_async(jobs.fail_first_else_sleep, range(6), chunksize=1)
+    with pytest.raises(ValueError, match="first"):
+        result.get(timeout=60)
+    assert time.monotonic() - t0 < 60
     assert wait_until(lambda: squeue_names(name) == [], timeout=10)
 
 
-def test_a_held_worker_is_cancelled_and_resubmitted(slurm, tmp_path):
+# ------------------------------------------- someone else acts on workers
+@pytest.mark.parametrize("kind", sorted(POOLS))
+def test_a_held_worker_is_cancelled_and_resubmitted(slurm, tmp_path, kind, new_pool):
     name = unique_name()
     blocker = sbatch("--job-name=" + name + "-blocker", "--exclusive", "--wrap", "sleep 300")
     try:
         assert wait_until(lambda: tasks_in(name + "-blocker", "RUNNING") != [], timeout=30)
         wd = str(tmp_path / "wd")
-        pool = new_pool(name, processes=1, work_dir=wd, keep_work_dir=True)
+        pool = new_pool(name, kind, processes=1, work_dir=wd, keep_work_dir=True)
         result = pool.map_async(jobs.square, range(4))
         assert wait_until(lambda: tasks_in(name, "PENDING") != [], timeout=30)
         (held,) = tasks_in(name, "PENDING")
@@ -147,7 +158,7 @@ def append_and_sleep(args):
     return x
 
 
-def test_a_requeued_worker_finishes_its_chunks_and_results_count_once(slurm, tmp_path):
+def test_a_requeued_worker_finishes_its_chunks_and_results_count_once(slurm, tmp_path, new_pool):
     name = unique_name()
     runs = tmp_path / "runs"
     pool = new_pool(name, processes=1)
@@ -163,7 +174,7 @@ def test_a_requeued_worker_finishes_its_chunks_and_results_count_once(slurm, tmp
 
 
 # ----------------------------------------- scheduler commands that fail
-def test_transient_squeue_failures_are_retried(slurm, tmp_path):
+def test_transient_squeue_failures_are_retried(slurm, tmp_path, new_pool):
     squeue, counter = wrapper(
         tmp_path, "squeue", "squeue", 3,
         "slurm_load_jobs error: Socket timed out on send/recv operation",
@@ -174,27 +185,29 @@ def test_transient_squeue_failures_are_retried(slurm, tmp_path):
     assert int(counter.read_text()) >= 4
 
 
-def test_transient_scancel_failures_are_retried(slurm, tmp_path):
+def test_transient_scancel_failures_are_retried(slurm, tmp_path, new_pool):
     scancel, counter = wrapper(
         tmp_path, "scancel", "scancel", 2,
         "scancel: error: Kill job error on job id 1: Unable to contact slurm controller (connect failure)",
     )
     name = unique_name()
     pool = new_pool(name, scancel_path=scancel, processes=2)
+    result = pool.map_async(jobs.fail_on_two, range(2, 8), chunksize=1)
     with pytest.raises(ValueError):
-        pool.map_async(jobs.fail_on_two, range(2, 8), chunksize=1).get(timeout=120)
+        result.get(timeout=120)
     assert int(counter.read_text()) >= 3
     assert wait_until(lambda: squeue_names(name) == [], timeout=15)
 
 
-def test_a_permanent_squeue_failure_raises_in_seconds(slurm, tmp_path):
+def test_a_permanent_squeue_failure_raises_in_seconds(slurm, tmp_path, new_pool):
     squeue, _ = wrapper(
         tmp_path, "squeue", "squeue", 10 ** 6, "squeue: error: Invalid user: nobody_here"
     )
     name = unique_name()
     pool = new_pool(name, squeue_path=squeue, processes=2)
     t0 = time.monotonic()
+    result = pool.map_async(jobs.sleep_then_return, [30, 30])
     with pytest.raises(errors.SchedulerCommandError, match="Invalid user"):
-        pool.map_async(jobs.sleep_then_return, [30, 30]).get(timeout=60)
+        result.get(timeout=60)
     assert time.monotonic() - t0 < 15
     assert wait_until(lambda: squeue_names(name) == [], timeout=10)

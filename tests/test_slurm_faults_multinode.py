@@ -1,9 +1,10 @@
 """
 Faults of real SLURM clusters that this file starts itself: a node that
-fails (with and without SLURM's requeue), a time limit, a memory limit
-(cgroups). Each map must end within a bounded time, with the right results
-or with a JobsLostError that names SLURM's cause and a hint, and must leave
-nothing of the pool in the queue.
+fails (with and without SLURM's requeue), a time limit, a memory limit (by
+cgroups, v1 or v2, and by SLURM's own OverMemoryKill, which needs none).
+Each map must end within a bounded time, with the right results or with a
+JobsLostError that names SLURM's cause, and must leave nothing of the pool
+in the queue.
 
 Each cluster is a LocalSlurmCluster in a tmp dir of its own (own ports,
 own daemons), stopped at the end of the module whatever happened.
@@ -22,7 +23,7 @@ from pypoolparty.core import event_log
 from pypoolparty.testing.local_slurm import SCHEDULER_PARAMETERS, LocalSlurmCluster
 from pypoolparty.slurm.array import Pool
 
-from conftest import squeue_names, unique_name, wait_until
+from conftest import local_cluster, squeue_names, unique_name, use_slurm, wait_until
 
 #: What makes a node failure quick (see clusters.md): NODE_FAIL ~10 s after
 #: the node stops answering; a node set down stays down until resumed. A
@@ -38,6 +39,9 @@ FAST_NODE_FAILURE = {
 }
 
 CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+CGROUP_V2_CONTROLLERS = "/sys/fs/cgroup/cgroup.controllers"
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slurm]
 
 
 # ----------------------------------------------------------------------
@@ -47,40 +51,46 @@ CGROUP_V1_MEMORY = "/sys/fs/cgroup/memory/memory.limit_in_bytes"
 @pytest.fixture(scope="module")
 def multinode(tmp_path_factory):
     """3 nodes of 1 CPU each: a node's failure hits exactly one worker."""
-    with LocalSlurmCluster(
+    cluster = LocalSlurmCluster(
         str(tmp_path_factory.mktemp("nodes")),
         num_nodes=3,
         cpus_per_node=1,
         extra_config=dict(FAST_NODE_FAILURE),
-    ) as cluster:  # started here, stopped at the module's end, always
-        yield cluster
+    )
+    with local_cluster(cluster, "SLURM cluster") as running:  # stopped at the module's end
+        yield running
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     """One node of 3 CPUs, for time limits: 2 + 1 workers at once."""
-    with LocalSlurmCluster(
+    cluster = LocalSlurmCluster(
         str(tmp_path_factory.mktemp("single")), num_nodes=1, cpus_per_node=3
-    ) as cluster:
-        yield cluster
+    )
+    with local_cluster(cluster, "SLURM cluster") as running:
+        yield running
 
 
-@pytest.fixture(scope="module")
-def cgroup_cluster(tmp_path_factory):
-    """One node whose jobs are confined to their --mem by cgroup v1.
+def cgroup_memory_controller():
+    """'v1' or 'v2' where the kernel's memory controller is there to use, else ''."""
+    if os.path.exists(CGROUP_V1_MEMORY):
+        return "v1"
+    try:
+        with open(CGROUP_V2_CONTROLLERS) as f:
+            return "v2" if "memory" in f.read().split() else ""
+    except OSError:
+        return ""
 
-    Memory must be a consumable resource (CR_Core_Memory), else slurmd
-    gives the job's cgroup the node's whole memory whatever --mem says.
-    Job ids start at a random number: the cgroup of a job is
-    <memory>/slurm_<node>/uid_0/job_<id>, shared by every cluster on the
-    machine whose node has the same name.
-    """
-    if not os.path.exists(CGROUP_V1_MEMORY):
-        pytest.skip("no cgroup v1 memory controller at /sys/fs/cgroup/memory")
-    with LocalSlurmCluster(
-        str(tmp_path_factory.mktemp("cgroup")),
-        num_nodes=1,
-        cpus_per_node=2,
+
+#: How each kind of memory limit is configured, and how SLURM ends a job over it.
+#: Memory must be a consumable resource (CR_Core_Memory), else the job's
+#: limit is the node's whole memory whatever --mem says.
+MEMORY_LIMITS = {
+    # The job's cgroup confines it: the kernel's OOM killer, OUT_OF_MEMORY.
+    # Job ids start at a random number: a job's cgroup is named after the
+    # node and the id, shared by every cluster on the machine whose node has
+    # the same name. SLURM picks cgroup v1 or v2 (without systemd) itself.
+    "cgroup": dict(
         extra_config={
             "ProctrackType": "proctrack/cgroup",
             "TaskPlugin": "task/cgroup",
@@ -88,22 +98,69 @@ def cgroup_cluster(tmp_path_factory):
             "DefMemPerCPU": "500",
             "FirstJobId": str(random.randint(10**6, 5 * 10**7)),
         },
-        cgroup_config={"ConstrainRAMSpace": "yes", "ConstrainSwapSpace": "yes"},
-    ) as cluster:
-        yield cluster
+        cgroup_config={
+            "CgroupPlugin": "autodetect",
+            "IgnoreSystemd": "yes",
+            "CgroupAutomount": "yes",
+            "ConstrainRAMSpace": "yes",
+            "ConstrainSwapSpace": "yes",
+        },
+    ),
+    # No cgroups: slurmstepd samples the job's memory each second and kills
+    # it over its --mem. SLURM calls that FAILED.
+    "over_memory_kill": dict(
+        extra_config={
+            "SelectTypeParameters": "CR_Core_Memory",
+            "DefMemPerCPU": "500",
+            "JobAcctGatherType": "jobacct_gather/linux",
+            "JobAcctGatherParams": "OverMemoryKill",
+            "JobAcctGatherFrequency": "task=1",
+        },
+    ),
+}
+
+#: What the pool reports of a job over its memory, per kind of limit.
+MEMORY_LOSS = {
+    "cgroup": dict(
+        state="OUT_OF_MEMORY",
+        words=[
+            "ended OUT_OF_MEMORY",
+            "JobState=OUT_OF_MEMORY",
+            "oom-kill",  # the tail of the worker's output
+            "Hint: They ran out of memory: raise sbatch_options['mem'] (now '100M')",
+        ],
+    ),
+    "over_memory_kill": dict(
+        state="FAILED",
+        words=["ended FAILED", "JobState=FAILED", "exceeded memory limit"],
+    ),
+}
 
 
-def _point_at(cluster, monkeypatch, tmp_path):
-    """This test's SLURM clients (the pool's too) talk to ``cluster``."""
-    monkeypatch.setenv("SLURM_CONF", cluster.slurm_conf)
-    monkeypatch.chdir(tmp_path)
-    return cluster
+@pytest.fixture(scope="module", params=sorted(MEMORY_LIMITS))
+def memory_cluster(request, tmp_path_factory):
+    """One node of 2 CPUs whose jobs are held to their --mem."""
+    kind = request.param
+    if kind == "cgroup" and not cgroup_memory_controller():
+        pytest.skip(
+            "no cgroup memory controller here (neither {:s} nor 'memory' in "
+            "{:s})".format(CGROUP_V1_MEMORY, CGROUP_V2_CONTROLLERS)
+        )
+    cluster = LocalSlurmCluster(
+        str(tmp_path_factory.mktemp("memory")),
+        num_nodes=1,
+        cpus_per_node=2,
+        **MEMORY_LIMITS[kind],
+    )
+    with local_cluster(cluster, "SLURM cluster") as running:
+        running.memory_limit = kind
+        yield running
 
 
 @pytest.fixture
 def on_multinode(multinode, monkeypatch, tmp_path):
     """The multi-node cluster for this test; every node back in service after it."""
-    yield _point_at(multinode, monkeypatch, tmp_path)
+    yield use_slurm(multinode, monkeypatch, tmp_path)
     running = multinode.daemon_pids()
     for node, state in multinode.node_states().items():
         if "slurmd-" + node not in running or state not in ("idle", "alloc", "mix"):
@@ -112,12 +169,12 @@ def on_multinode(multinode, monkeypatch, tmp_path):
 
 @pytest.fixture
 def on_single(single, monkeypatch, tmp_path):
-    return _point_at(single, monkeypatch, tmp_path)
+    return use_slurm(single, monkeypatch, tmp_path)
 
 
 @pytest.fixture
-def on_cgroup(cgroup_cluster, monkeypatch, tmp_path):
-    return _point_at(cgroup_cluster, monkeypatch, tmp_path)
+def on_memory_limit(memory_cluster, monkeypatch, tmp_path):
+    return use_slurm(memory_cluster, monkeypatch, tmp_path)
 
 
 # ----------------------------------------------------------------------
@@ -217,6 +274,7 @@ def _hog_memory(megabytes):
     block = bytearray(megabytes * 2**20)
     for i in range(0, len(block), 4096):  # touch every page
         block[i] = 1
+    time.sleep(3)  # OverMemoryKill looks once a second
     return len(block)
 
 
@@ -319,6 +377,7 @@ def test_node_fail_with_requeue_reruns_the_jobs_of_the_same_worker(on_multinode,
 # time limit
 
 
+@pytest.mark.timeout(360)  # SLURM takes 60-90 s to end a job over its time limit
 def test_time_limit_resubmits_once_and_raises_when_always_too_slow(on_single, tmp_path):
     """Two maps at once (a time limit takes 60-90 s to bite on SLURM)."""
     cluster = on_single
@@ -380,8 +439,8 @@ def test_time_limit_resubmits_once_and_raises_when_always_too_slow(on_single, tm
 # memory limit
 
 
-def test_out_of_memory_once_is_resubmitted(on_cgroup, tmp_path):
-    cluster = on_cgroup
+def test_out_of_memory_once_is_resubmitted(on_memory_limit, tmp_path):
+    cluster = on_memory_limit
     name = unique_name("ppmo")
     wd = tmp_path / "wd"
     t0 = time.monotonic()
@@ -395,16 +454,17 @@ def test_out_of_memory_once_is_resubmitted(on_cgroup, tmp_path):
         keep_work_dir=True,
     ) as pool:
         func = functools.partial(hog_on_first_run_of_job_1, str(tmp_path))
-        results = pool.map_async(func, range(6), chunksize=1).get(timeout=60)
-    assert results == [-x for x in range(6)]
+        result = pool.map_async(func, range(6), chunksize=1)
+        assert result.get(timeout=60) == [-x for x in range(6)]
     assert time.monotonic() - t0 < 60
     assert _queue_empties(name, cluster)
     lost = _named(_events(wd), "chunk_lost")
-    assert [(e["chunk"], e["scheduler_state"]) for e in lost] == [(1, "OUT_OF_MEMORY")]
+    state = MEMORY_LOSS[cluster.memory_limit]["state"]
+    assert [(e["chunk"], e["scheduler_state"]) for e in lost] == [(1, state)]
 
 
-def test_out_of_memory_always_raises_with_the_mem_hint(on_cgroup, tmp_path):
-    cluster = on_cgroup
+def test_out_of_memory_always_raises_with_slurms_cause(on_memory_limit, tmp_path):
+    cluster = on_memory_limit
     name = unique_name("ppma")
     t0 = time.monotonic()
     with Pool(
@@ -415,15 +475,14 @@ def test_out_of_memory_always_raises_with_the_mem_hint(on_cgroup, tmp_path):
         job_name=name,
         work_dir=str(tmp_path / "wd"),
     ) as pool:
+        result = pool.map_async(always_hog, range(3), chunksize=3)
         with pytest.raises(errors.JobsLostError) as info:
-            pool.map_async(always_hog, range(3), chunksize=3).get(timeout=60)
+            result.get(timeout=60)
     assert time.monotonic() - t0 < 60
     assert _queue_empties(name, cluster)
     msg = str(info.value)
     print(msg)
     assert "jobs 0 to 2 (chunk 0)" in msg
-    assert "ended OUT_OF_MEMORY" in msg
-    assert "JobState=OUT_OF_MEMORY" in msg
-    assert "oom-kill" in msg  # the tail of the worker's output
-    assert "Hint: They ran out of memory: raise sbatch_options['mem'] (now '100M')" in msg
+    for words in MEMORY_LOSS[cluster.memory_limit]["words"]:
+        assert words in msg
     assert info.value.job_indices == [0, 1, 2]

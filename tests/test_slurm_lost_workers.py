@@ -66,8 +66,9 @@ def test_jobs_lost_too_often_raise_with_the_reason(slurm, tmp_path):
         work_dir=str(tmp_path / "wd"),
     )
     t0 = time.monotonic()
+    result = pool.map_async(always_die, range(3), chunksize=3)
     with pytest.raises(errors.JobsLostError) as info:
-        pool.map_async(always_die, range(3), chunksize=3).get(timeout=90)
+        result.get(timeout=90)
     assert time.monotonic() - t0 < 60
     msg = str(info.value)
     assert "jobs 0 to 2" in msg
@@ -90,8 +91,9 @@ def test_workers_that_cannot_start_end_the_map_with_a_clear_error(slurm, tmp_pat
         job_name=name,
     )
     t0 = time.monotonic()
+    result = pool.map_async(abs, range(4))
     with pytest.raises(errors.JobsLostError) as info:
-        pool.map_async(abs, range(4)).get(timeout=90)
+        result.get(timeout=90)
     assert time.monotonic() - t0 < 60
     msg = str(info.value)
     assert "without returning any result" in msg
