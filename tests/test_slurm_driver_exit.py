@@ -37,6 +37,9 @@ DRIVER = textwrap.dedent(
 
     mode, meet = sys.argv[1], sys.argv[2]
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks, should it hang
+    # Ctrl-C as in a terminal, also where the tests run in the background
+    # (there SIGINT is ignored, and so it would be in this process too).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
     def wait_for(name):
