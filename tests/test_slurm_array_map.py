@@ -5,6 +5,7 @@ import functools
 import math
 import os
 import pickle
+import shutil
 import stat
 import subprocess
 import sys
@@ -167,6 +168,72 @@ def test_worker_sees_driver_sys_path_and_cwd(slurm, tmp_path, monkeypatch):
     monkeypatch.chdir(cwd)
     with pool_of() as pool:
         assert pool.map(my_user_module.where, [0, 1]) == [str(cwd), str(cwd)]
+
+
+def test_workers_and_the_reaper_import_the_drivers_pypoolparty(slurm, tmp_path):
+    """Also where it is not the installed one: a copy next to the user's script."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        os.path.dirname(os.path.abspath(pypoolparty.__file__)),
+        checkout / "pypoolparty",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    script = checkout / "driver.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import pypoolparty.slurm.array
+
+            def where(_):
+                import pypoolparty
+                return pypoolparty.__file__
+
+            def reapers_pythonpath():
+                for pid in filter(str.isdigit, os.listdir("/proc")):
+                    try:
+                        with open("/proc/" + pid + "/stat") as f:
+                            ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                        with open("/proc/" + pid + "/cmdline", "rb") as f:
+                            reaper = b"pypoolparty.core.reaper" in f.read()
+                        with open("/proc/" + pid + "/environ", "rb") as f:
+                            environ = f.read().split(b"\\0")
+                    except OSError:
+                        continue
+                    if ppid == os.getpid() and reaper:
+                        for entry in environ:
+                            if entry.startswith(b"PYTHONPATH="):
+                                return entry[len(b"PYTHONPATH="):].decode()
+                return "none"
+
+            if __name__ == "__main__":
+                pool = pypoolparty.slurm.array.Pool(
+                    sbatch_options={"time": "00:10:00"}, polling_interval=1.0
+                )
+                print(pypoolparty.__file__)
+                print(pool.map(where, [0])[0])
+                print(reapers_pythonpath().split(os.pathsep)[0])
+            """
+        )
+    )
+    elsewhere = tmp_path / "elsewhere"  # the driver's cwd: nothing to import there
+    elsewhere.mkdir()
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        cwd=str(elsewhere),
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    drivers, workers, reapers_path = proc.stdout.split()
+    assert drivers == str(checkout / "pypoolparty" / "__init__.py")
+    assert workers == drivers
+    assert reapers_path == str(checkout)
 
 
 # --------------------------------------------------------------- failures
