@@ -124,6 +124,21 @@ def test_lambda_closure_partial_builtin_numpy(slurm):
         assert pool.map(math.sqrt, [4, 9]) == [2.0, 3.0]
 
 
+def run_script(script, cwd, env=None):
+    """Run a user's script with this Python; its stdout."""
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        cwd=str(cwd),
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def test_function_from_main_script(slurm, tmp_path):
     script = tmp_path / "user_script.py"
     script.write_text(
@@ -142,16 +157,7 @@ def test_function_from_main_script(slurm, tmp_path):
             """
         )
     )
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=120,
-        cwd=str(tmp_path),
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[0, 3, 6, 9, 12]"
+    assert run_script(script, cwd=tmp_path).strip() == "[0, 3, 6, 9, 12]"
 
 
 def test_worker_sees_driver_sys_path_and_cwd(slurm, tmp_path, monkeypatch):
@@ -220,17 +226,7 @@ def test_workers_and_the_reaper_import_the_drivers_pypoolparty(slurm, tmp_path):
     elsewhere.mkdir()
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=120,
-        cwd=str(elsewhere),
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
-    drivers, workers, reapers_path = proc.stdout.split()
+    drivers, workers, reapers_path = run_script(script, cwd=elsewhere, env=env).split()
     assert drivers == str(checkout / "pypoolparty" / "__init__.py")
     assert workers == drivers
     assert reapers_path == str(checkout)
