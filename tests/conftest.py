@@ -28,8 +28,9 @@ import uuid
 import pytest
 
 from pypoolparty.core.scheduler import SubmitRequest
-from pypoolparty.testing.local_sge import LocalSgeCluster, LocalSgeClusterError
-from pypoolparty.testing.local_slurm import LocalSlurmCluster, LocalSlurmClusterError
+from pypoolparty.testing.local_cluster import LocalClusterError
+from pypoolparty.testing.local_sge import LocalSgeCluster
+from pypoolparty.testing.local_slurm import LocalSlurmCluster
 
 import skip_policy
 
@@ -78,7 +79,7 @@ def local_cluster(cluster, what):
         skip_policy.cluster_unavailable(what, "starting its daemons needs root")
     try:
         cluster.install()
-    except (LocalSlurmClusterError, LocalSgeClusterError) as err:
+    except LocalClusterError as err:
         skip_policy.cluster_unavailable(
             what, "its packages are missing and could not be installed ({})".format(err)
         )
