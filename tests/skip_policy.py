@@ -26,6 +26,11 @@ EXPECTED_SKIPS: typing.List[typing.Tuple[str, str]] = [
         "tests/test_workdir.py::test_sticky_shared_dir_is_accepted_and_map_dirs_in_it_are_private[root]",
         "only root can give a directory to root",
     ),
+    ("tests/test_workdir.py::test_dir_of_another_user_is_refused", "only root can give a directory"),
+    (
+        "tests/test_workdir.py::test_sticky_dir_of_another_ordinary_user_is_refused",
+        "only root can give a directory",
+    ),
 ]
 
 HOW_TO_RUN = (

@@ -7,6 +7,11 @@ from pypoolparty import errors
 from pypoolparty.core import outcomes
 from pypoolparty.core.workdir import WorkDir, make_private_dir
 
+#: Giving a directory to another user (chown) needs root.
+needs_root = pytest.mark.skipif(
+    os.getuid() != 0, reason="only root can give a directory to another user"
+)
+
 
 def test_map_dirs_are_private(tmp_path):
     wd = WorkDir.create(str(tmp_path / "root"))
@@ -23,6 +28,7 @@ def test_group_or_world_writable_dir_is_refused(tmp_path):
     assert issubclass(errors.WorkDirError, PermissionError)
 
 
+@needs_root
 def test_dir_of_another_user_is_refused(tmp_path):
     d = tmp_path / "theirs"
     d.mkdir()
@@ -89,6 +95,7 @@ def test_sticky_shared_dir_is_accepted_and_map_dirs_in_it_are_private(tmp_path, 
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o1777  # left as it was
 
 
+@needs_root
 def test_sticky_dir_of_another_ordinary_user_is_refused(tmp_path):
     # Its owner may remove or rename what others put in it.
     d = tmp_path / "theirs"
