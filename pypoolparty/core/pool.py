@@ -29,8 +29,6 @@ from .workdir import WorkRoot
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
-
-
 _live_pools: "weakref.WeakSet[ClusterPool]" = weakref.WeakSet()
 
 
@@ -54,7 +52,8 @@ class ClusterPool:
     initargs : tuple
         Arguments of ``initializer``.
     maxtasksperchild : int or None
-        Accepted for compatibility; each worker is a fresh process.
+        Checked as the stdlib checks it; it has no effect yet (one worker
+        process runs every chunk it claims).
     scheduler : Scheduler
         The adapter.
     work_dir : str or None
