@@ -46,12 +46,18 @@ def failing_initializer():
     raise RuntimeError("initializer failed on purpose")
 
 
-def gated(x, folder, which=None, fail=()):
+def gated(x, folder, which=None, fail=(), fail_after_starts=0):
     """``x * x``, once ``folder/go`` exists (only jobs in ``which`` wait).
 
-    Jobs in ``fail`` raise ValueError("bad job", x) at once.
+    Jobs in ``fail`` raise ValueError("bad job", x), once ``fail_after_starts``
+    other jobs noted their start.
     """
     if x in fail:
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while sum(n.startswith("started-") for n in os.listdir(folder)) < fail_after_starts:
+            if time.monotonic() > deadline:
+                raise TimeoutError("too few jobs started")
+            time.sleep(0.005)
         raise ValueError("bad job", x)
     if which is None or x in which:
         open(os.path.join(folder, "started-{:d}-{:d}".format(x, os.getpid())), "w").close()
@@ -72,13 +78,14 @@ class Gate:
         self.folder = str(folder)
         os.makedirs(self.folder, exist_ok=True)
 
-    def job(self, which: typing.Optional[typing.Iterable[int]] = None, fail=()):
+    def job(self, which: typing.Optional[typing.Iterable[int]] = None, fail=(), fail_after_starts=0):
         """The gated job function (only ``which`` jobs wait, if given)."""
         return functools.partial(
             gated,
             folder=self.folder,
             which=None if which is None else set(which),
             fail=set(fail),
+            fail_after_starts=fail_after_starts,
         )
 
     def start_map(self, pool, jobs, started: int):
@@ -132,12 +139,21 @@ def worker_of(fake, pid: int) -> str:
     return wid
 
 
-def map_dirs(root) -> typing.List[str]:
-    """The map folders in a pool's work dir."""
+def pool_dirs(root) -> typing.List[str]:
+    """The pools' folders in a work dir."""
     root = str(root)
     if not os.path.isdir(root):
         return []
-    return sorted(os.path.join(root, n) for n in os.listdir(root) if n.startswith("map-"))
+    return sorted(
+        os.path.join(root, n) for n in os.listdir(root) if n.startswith("pypoolparty-")
+    )
+
+
+def map_dirs(root) -> typing.List[str]:
+    """The map folders in the pools' folders of a work dir."""
+    return sorted(
+        os.path.join(p, n) for p in pool_dirs(root) for n in os.listdir(p) if n.startswith("map-")
+    )
 
 
 def process_gone(pid: int) -> bool:

@@ -16,10 +16,13 @@ from fake_jobs import (
     fail_on,
     failing_initializer,
     map_dirs,
+    pool_dirs,
     negate,
     process_gone,
     return_lock,
     square,
+    wait_until,
+    worker_of,
 )
 from pypoolparty import errors
 from pypoolparty.testing import fake
@@ -59,24 +62,28 @@ def test_a_burst_of_apply_async_is_one_submission_with_own_results(tmp_path):
 
 def test_a_job_that_raises_in_map_ends_the_map_and_cancels_the_rest(tmp_path):
     gate = Gate(tmp_path / "gate")
-    job = gate.job(fail=[0])  # the other jobs wait until the gate opens
+    # Job 0 raises once two others run; those wait until the gate opens.
+    job = gate.job(fail=[0], fail_after_starts=2)
     with fake.pool(3, work_dir=tmp_path / "pools") as pool:
         fake_scheduler = pool.scheduler
         res = pool.map_async(job, range(9), chunksize=1)
+        gate.wait_started(2)
         with pytest.raises(ValueError) as info:
             res.get()
         exc = info.value
         assert type(exc) is ValueError and exc.args == ("bad job", 0)
         assert isinstance(exc.__cause__, errors.RemoteTraceback)
         assert "in gated" in str(exc.__cause__) and "raise ValueError" in str(exc.__cause__)
-        # Every worker that was not done is cancelled, none is left alive.
-        cancelled = {w for ids in fake_scheduler.cancelled for w in ids}
-        for wid in fake_scheduler.worker_ids():
-            assert fake_scheduler.word(wid) in ("COMPLETED", "CANCELLED")
-            if fake_scheduler.word(wid) == "CANCELLED":
-                assert wid in cancelled
-        assert fake_scheduler.worker_ids("PENDING", "RUNNING") == []
-        assert len(fake_scheduler.worker_ids("CANCELLED")) >= 2
+        # The workers running the map's other jobs are cancelled; the one
+        # that raised serves the pool's next map.
+        running = {worker_of(fake_scheduler, pid) for _, pid in gate.marks("started")}
+        assert len(running) == 2
+        assert wait_until(lambda: fake_scheduler.cancelled)
+        assert {w for ids in fake_scheduler.cancelled for w in ids} == running
+        assert all(fake_scheduler.word(w) == "CANCELLED" for w in running)
+        (raiser,) = fake_scheduler.worker_ids("RUNNING")
+        assert pool.map(square, range(3), chunksize=1) == [0, 1, 4]
+        assert raiser in fake_scheduler.worker_ids("RUNNING")
         (kept,) = map_dirs(tmp_path / "pools")
         assert kept in str(exc.__cause__)
 
@@ -156,8 +163,8 @@ def test_worker_logs_are_where_the_request_says(tmp_path):
         gate.wait_started(1)
         gate.open()
         assert res.get() == [25]
-        (map_dir,) = map_dirs(tmp_path / "pools")
-        (log,) = glob.glob(os.path.join(map_dir, "workers", "*.log"))
+        (pool_dir,) = pool_dirs(tmp_path / "pools")
+        (log,) = glob.glob(os.path.join(pool_dir, "workers", "*.log"))
         with open(log) as f:
             assert "job 5 waits for the gate" in f.read()
 

@@ -5,7 +5,8 @@ import pytest
 
 from pypoolparty import errors
 from pypoolparty.core import outcomes
-from pypoolparty.core.workdir import WorkDir, make_private_dir
+from pypoolparty.core.pooldir import PoolDir, WorkerSettings
+from pypoolparty.core.workdir import make_private_dir
 
 #: Giving a directory to another user (chown) needs root.
 needs_root = pytest.mark.skipif(
@@ -13,10 +14,19 @@ needs_root = pytest.mark.skipif(
 )
 
 
-def test_map_dirs_are_private(tmp_path):
-    wd = WorkDir.create(str(tmp_path / "root"))
-    for path in (tmp_path / "root", wd.path, wd.join("claims"), wd.join("results")):
+def new_pool_dir(parent) -> PoolDir:
+    return PoolDir.create(str(parent), "pypoolparty-test-", WorkerSettings(idle_timeout=1.0), b"")
+
+
+def test_pool_and_map_dirs_are_private(tmp_path):
+    pool_dir = new_pool_dir(tmp_path / "root")
+    wd = pool_dir.new_map_dir()
+    paths = [tmp_path / "root", pool_dir.path, wd.path, wd.join("claims"), wd.join("results")]
+    paths += [pool_dir.join(sub) for sub in ("open", "workers", "exits")]
+    for path in paths:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    for name in ("settings.json", "init.pickle"):
+        assert stat.S_IMODE(os.stat(pool_dir.join(name)).st_mode) == 0o600
 
 
 def test_group_or_world_writable_dir_is_refused(tmp_path):
@@ -38,9 +48,11 @@ def test_dir_of_another_user_is_refused(tmp_path):
 
 
 def test_claims_are_exclusive(tmp_path):
-    wd = WorkDir.create(str(tmp_path))
-    a = wd.register_worker("7_0")
-    b = wd.register_worker("7_1")
+    pool_dir = new_pool_dir(tmp_path)
+    wd = pool_dir.new_map_dir()
+    a, a_existed = pool_dir.register_worker("7_0")
+    b, _ = pool_dir.register_worker("7_1")
+    assert not a_existed and pool_dir.register_worker("7_0") == (a, True)
     assert wd.try_claim(3, a)
     assert not wd.try_claim(3, b)
     assert wd.claims() == {3: "7_0"}
@@ -90,8 +102,8 @@ def test_sticky_shared_dir_is_accepted_and_map_dirs_in_it_are_private(tmp_path, 
     os.chown(d, 0 if owner == "root" else os.getuid(), -1)
     d.chmod(0o1777)
     make_private_dir(str(d))
-    wd = WorkDir.create(str(d))
-    assert stat.S_IMODE(os.stat(wd.path).st_mode) == 0o700
+    pool_dir = new_pool_dir(d)
+    assert stat.S_IMODE(os.stat(pool_dir.path).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o1777  # left as it was
 
 
@@ -110,11 +122,11 @@ def test_the_real_tmp_is_accepted_and_never_changed():
     before = os.stat("/tmp")
     if not (before.st_mode & stat.S_ISVTX):
         pytest.skip("/tmp has no sticky bit on this machine")
-    wd = WorkDir.create("/tmp")
+    pool_dir = new_pool_dir("/tmp")
     try:
-        assert stat.S_IMODE(os.stat(wd.path).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(pool_dir.path).st_mode) == 0o700
     finally:
-        wd.remove()
+        pool_dir.remove()
     assert os.stat("/tmp").st_mode == before.st_mode
 
 

@@ -104,8 +104,6 @@ class ApplyQueue:
 
 def batch_of(
     calls: typing.Sequence[PendingApply],
-    initializer: typing.Optional[typing.Callable],
-    initargs: tuple,
 ) -> typing.Tuple[CallSpec, list, ApplyBatch]:
     """The call spec, jobs and result sink of one map that runs ``calls``."""
     funcs: typing.List[typing.Callable] = []
@@ -116,11 +114,5 @@ def batch_of(
             index_of[id(call.func)] = len(funcs)
             funcs.append(call.func)
         jobs.append((index_of[id(call.func)], call.args, call.kwds))
-    spec = CallSpec(
-        funcs=tuple(funcs),
-        style=CallStyle.APPLY,
-        initializer=initializer,
-        initargs=initargs,
-        stop_on_failure=False,
-    )
+    spec = CallSpec(funcs=tuple(funcs), style=CallStyle.APPLY, stop_on_failure=False)
     return spec, jobs, ApplyBatch([call.result for call in calls])

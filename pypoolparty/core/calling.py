@@ -28,16 +28,15 @@ class CallStyle(enum.Enum):
 class CallSpec:
     """Everything about the calls of one map but the jobs.
 
+    The pool's initializer is not here: it is the pool's, and runs once per
+    worker (see :func:`pypoolparty.core.inputs.pickle_initializer`).
+
     Parameters
     ----------
     funcs : tuple of callables
         The function(s) to call.
     style : CallStyle
         How each job becomes a call.
-    initializer : callable or None
-        Called as ``initializer(*initargs)`` once per worker.
-    initargs : tuple
-        Its arguments.
     stop_on_failure : bool
         True for ``map``: the first job that raises ends the map. False for
         ``imap`` and ``apply_async``: every job runs, each failure is
@@ -46,8 +45,6 @@ class CallSpec:
 
     funcs: typing.Tuple[typing.Callable, ...]
     style: CallStyle
-    initializer: typing.Optional[typing.Callable] = None
-    initargs: tuple = ()
     stop_on_failure: bool = True
 
     def call(self, job):

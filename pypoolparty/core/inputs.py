@@ -19,23 +19,28 @@ from .. import errors
 from .calling import CallSpec
 
 
+def _not_picklable(what: str, exc: Exception) -> errors.NotPicklableError:
+    return errors.NotPicklableError(
+        "pypoolparty: {:s} cannot be pickled, so it cannot be sent to the "
+        "cluster ({:s}: {}). Nothing was submitted.".format(what, type(exc).__name__, exc)
+    )
+
+
 def pickle_spec(spec: CallSpec) -> bytes:
+    """The pickle of what a map calls."""
     try:
         return cloudpickle.dumps(spec)
     except Exception as exc:
         what = "func {!r}".format(spec.funcs[0] if len(spec.funcs) == 1 else spec.funcs)
-        try:
-            cloudpickle.dumps(spec.funcs)
-        except Exception:
-            pass
-        else:
-            what = "initializer {!r} or its initargs".format(spec.initializer)
-        raise errors.NotPicklableError(
-            "pypoolparty: {:s} cannot be pickled, so it cannot be sent to the "
-            "cluster ({:s}: {}). Nothing was submitted.".format(
-                what, type(exc).__name__, exc
-            )
-        ) from exc
+        raise _not_picklable(what, exc) from exc
+
+
+def pickle_initializer(initializer: typing.Optional[typing.Callable], initargs: tuple) -> bytes:
+    """The pickle of the pool's ``(initializer, initargs)``."""
+    try:
+        return cloudpickle.dumps((initializer, tuple(initargs)))
+    except Exception as exc:
+        raise _not_picklable("initializer {!r} or its initargs".format(initializer), exc) from exc
 
 
 def pickle_chunks(jobs: list, starts: typing.List[int]) -> typing.List[bytes]:
@@ -52,12 +57,7 @@ def pickle_chunks(jobs: list, starts: typing.List[int]) -> typing.List[bytes]:
                 except Exception:
                     index = starts[c] + i
                     break
-            raise errors.NotPicklableError(
-                "pypoolparty: job {:d} cannot be pickled, so it cannot be sent "
-                "to the cluster ({:s}: {}). Nothing was submitted.".format(
-                    index, type(exc).__name__, exc
-                )
-            ) from exc
+            raise _not_picklable("job {:d}".format(index), exc) from exc
     return out
 
 

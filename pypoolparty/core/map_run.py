@@ -1,44 +1,40 @@
 """
-One map in flight: its chunks, workers and results, and the decisions about
-them.
+One map in flight: its chunks and results, and the decisions about them.
 
-The pool's supervisor thread (:mod:`.supervisor`) drives a :class:`MapRun`::
+The pool's supervisor thread (:mod:`.supervisor`) drives a :class:`MapRun`;
+the workers are the pool's (:mod:`.workers`), shared by all its maps::
 
-    supervisor round                     MapRun
-    ----------------                     ------
-    grant workers within the budget  ->  submit(n)
-    every round (cheap)              ->  collect()          new result files
-    after each scheduler poll        ->  after_poll(states)
-                                           workers.note_states  ended / held workers
-                                           replace_held         cancel what will not start
-                                           read_new_results     \\
-                                           release_lost         | each may end the map
-                                           judge_submissions    /
-                                           plan_workers         how many to submit next
+    supervisor round                       MapRun
+    ----------------                       ------
+    every round (cheap)                ->  collect()              new result files
+    before it plans workers            ->  unfinished(), unclaimed()
+    after a poll confirmed ended       ->  after_workers_ended()
+    workers                                  read_new_results   \\ each may
+                                             release_lost       / end the map
+    after submissions kept failing     ->  give_up(...)
 
 Each step that may end the map returns :class:`Step`. The map ends when
 every chunk has a result, when a job raised in a ``map`` (its own exception
-is delivered and the other workers are cancelled), when a chunk was lost
-more often than ``max_num_resubmissions``, when submissions keep ending
-without any result, or when the caller cancels it. The messages of those
-ends are built by :mod:`.reports` from typed records.
+is delivered and the workers running its other chunks are cancelled), when a
+chunk was lost more often than ``max_num_resubmissions``, when the pool's
+submissions keep ending without any result, or when the caller cancels it.
+The messages of those ends are built by :mod:`.reports` from typed records.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
 import logging
-import os
 import threading
 import typing
 
 from .. import errors
-from . import outcomes, reaper, reports
+from . import outcomes, reports
 from .event_log import EventLog
-from .scheduler import Scheduler, SubmitRequest, WorkerStatus
+from .pooldir import PoolDir
 from .results import ResultSink
 from .workdir import WorkDir
-from .workers import MapWorkers
+from .workers import Fleet
 
 logger = logging.getLogger("pypoolparty")
 
@@ -56,12 +52,8 @@ class Step(enum.Enum):
 class MapSettings:
     """The pool's settings that a map needs."""
 
-    processes: int
     max_num_resubmissions: int
     keep_work_dir: bool
-    python_argv: typing.List[str]
-    env: typing.Dict[str, str]
-    name: str
 
 
 class MapRun:
@@ -73,10 +65,10 @@ class MapRun:
         The map's directory, with its inputs written.
     chunk_starts : list of int
         First job of each chunk, plus the number of jobs.
-    num_workers : int
-        Workers to start at first.
-    scheduler : Scheduler
-        The adapter used to submit and cancel.
+    pool_dir : PoolDir
+        The pool's folder; the map is open to the workers while it runs.
+    fleet : Fleet
+        The pool's workers.
     settings : MapSettings
         The pool's settings.
     sink : ResultSink
@@ -92,8 +84,8 @@ class MapRun:
         self,
         work_dir: WorkDir,
         chunk_starts: typing.List[int],
-        num_workers: int,
-        scheduler: Scheduler,
+        pool_dir: PoolDir,
+        fleet: Fleet,
         settings: MapSettings,
         sink: ResultSink,
         log: EventLog,
@@ -102,7 +94,8 @@ class MapRun:
         self.work_dir = work_dir
         self.chunk_starts = chunk_starts
         self.num_chunks = len(chunk_starts) - 1
-        self.scheduler = scheduler
+        self.pool_dir = pool_dir
+        self.fleet = fleet
         self.settings = settings
         self.sink = sink
         self.log = log
@@ -115,9 +108,7 @@ class MapRun:
         ] * self.num_chunks
         self.num_finished = 0
         self.losses: typing.Dict[int, typing.List[reports.Loss]] = {}
-        self.workers = MapWorkers(scheduler, log, work_dir)
-        self.unproductive_in_a_row = 0
-        self._wanted = num_workers
+        pool_dir.open_map(work_dir)
 
     # ------------------------------------------------------------ queries
     @property
@@ -128,52 +119,20 @@ class MapRun:
         """The job indices of ``chunk``."""
         return range(self.chunk_starts[chunk], self.chunk_starts[chunk + 1])
 
-    def alive_worker_ids(self) -> typing.List[str]:
-        """Workers whose state the map still needs (none once it ended)."""
+    def unfinished(self) -> int:
+        """Chunks without a result (none once the map ended)."""
         with self.lock:
-            return self.workers.alive_ids() if self.active else []
+            return self.num_chunks - self.num_finished if self.active else 0
 
-    def num_alive_workers(self) -> int:
-        """Workers that may still run: all not confirmed ended.
-
-        A worker seen ended once still holds its claims until the next poll
-        confirms its end and releases them; replacing it earlier would start
-        a worker that finds nothing to do.
-        """
-        return len(self.workers.alive_ids())
-
-    def wanted_workers(self) -> int:
-        """Workers this map would start now, if the pool's budget allows."""
+    def unclaimed(self) -> int:
+        """Chunks no worker claimed yet (one listdir)."""
         with self.lock:
-            return self._wanted if self.active else 0
-
-    # ---------------------------------------------------------- submitting
-    def submit(self, num: int) -> None:
-        """Start ``num`` workers (the supervisor decides how many)."""
-        with self.lock:
-            if not self.active or num <= 0:
-                return
-            request = SubmitRequest(
-                num_workers=num,
-                max_running=self.settings.processes,
-                worker_argv=self.settings.python_argv
-                + ["-m", "pypoolparty.core.worker", self.work_dir.path],
-                name=self.settings.name,
-                log_dir=self.work_dir.workers_dir,
-                cwd=os.getcwd(),
-                env=self.settings.env,
-            )
+            if not self.active:
+                return 0
             try:
-                ids = self.scheduler.submit(request, self.log)
-            except errors.SchedulerCommandError as err:
-                self.fail(err)
-                return
-            self._wanted = max(0, self._wanted - len(ids))
-            index = self.workers.add_submission(ids)
-            self.log.event("submitted", submission=index, workers=ids)
-            # Should this process die without cleaning up, the reaper
-            # cancels the map's workers.
-            reaper.register(self.work_dir.path, self.scheduler.cancel_commands(self.workers.alive_ids()))
+                return self.num_chunks - len(self.work_dir.claimed_chunks())
+            except FileNotFoundError:
+                return 0
 
     # ---------------------------------------------------------- collecting
     def collect(self) -> bool:
@@ -209,7 +168,7 @@ class MapRun:
             return Step.ENDED
         self.results[chunk] = result
         self.num_finished += 1
-        self.workers.credit(result.worker_id)
+        self.fleet.credit(result.worker_id)
         pairs = []
         for job, outcome in zip(self.chunk_jobs(chunk), result.outcomes):
             if outcome.ok:
@@ -239,24 +198,15 @@ class MapRun:
         return exc
 
     # ------------------------------------------------------ scheduler poll
-    def after_poll(self, statuses: typing.Mapping[str, WorkerStatus]) -> None:
-        """Update the workers from one scheduler poll and decide what to do."""
+    def after_workers_ended(self) -> None:
+        """A poll confirmed that workers ended: take their last results,
+        release what they left unfinished."""
         with self.lock:
             if not self.active:
                 return
-            ended, held = self.workers.note_states(statuses)
-            self._replace_held(held)
-            if ended:
-                for step in (self._read_new_results, self._release_lost, self._judge_submissions):
-                    if step() is Step.ENDED:
-                        return
-            self._plan_workers()
-
-    def _replace_held(self, held: typing.List[str]) -> None:
-        """Cancel workers stuck in an error-like pending state; others replace them."""
-        for wid in held:
-            self.workers.mark_held(wid)
-        self._cancel_workers(held)
+            for step in (self._read_new_results, self._release_lost):
+                if step() is Step.ENDED:
+                    return
 
     def _release_lost(self) -> Step:
         """Release chunks that ended workers claimed but left without a result.
@@ -266,13 +216,15 @@ class MapRun:
         """
         unfinished = [c for c in self.work_dir.claimed_chunks() if self.results[c] is None]
         for chunk, wid in sorted(self.work_dir.claims(unfinished).items()):
-            rec = self.workers.records.get(wid)
+            rec = self.fleet.records.get(wid)
             if rec is None or not rec.confirmed_ended:
                 continue
             if self.work_dir.has_result(chunk):
                 continue  # landed just now; the next collect reads it
             loss = reports.Loss(
-                chunk=chunk, attempt=len(self.losses.get(chunk, ())) + 1, end=self.workers.end_of(wid)
+                chunk=chunk,
+                attempt=len(self.losses.get(chunk, ())) + 1,
+                end=self.fleet.end_of(wid, self.log),
             )
             self.losses.setdefault(chunk, []).append(loss)
             self.log.warning(
@@ -296,58 +248,23 @@ class MapRun:
             self.work_dir.release(chunk)
         return Step.GOING
 
-    def _judge_submissions(self) -> Step:
-        """Count submissions whose workers all ended without any result.
-
-        Ends the map when more than ``max_num_resubmissions`` came in a row:
-        the cause is then not the jobs but the nodes or the queue.
-        """
-        for index, sub in self.workers.ended_submissions():
-            if sub.productive:
-                self.unproductive_in_a_row = 0
-                continue
-            if self.num_finished == self.num_chunks:
-                continue
-            self.unproductive_in_a_row += 1
-            self.log.warning(
-                "submission_unproductive", submission=index, in_a_row=self.unproductive_in_a_row
+    def give_up(self, in_a_row: int, worker_ids: typing.List[str]) -> None:
+        """The pool's submissions ended ``in_a_row`` times without any result:
+        the cause is not the jobs but the nodes or the queue."""
+        with self.lock:
+            if not self.active:
+                return
+            message = reports.unproductive_submissions(
+                in_a_row,
+                [self.fleet.end_of(w, self.log) for w in worker_ids[:3]],
+                self._advice(self.fleet.records[w].cause_state for w in worker_ids),
+                self.place,
             )
-            if self.unproductive_in_a_row > self.settings.max_num_resubmissions:
-                message = reports.unproductive_submissions(
-                    self.unproductive_in_a_row,
-                    [self.workers.end_of(w) for w in sub.worker_ids[:3]],
-                    self._advice(self.workers.records[w].cause_state for w in sub.worker_ids),
-                    self.place,
-                )
-                self.fail(errors.JobsLostError(message, self._unfinished_jobs(), self.place.work_dir))
-                return Step.ENDED
-        return Step.GOING
-
-    def _plan_workers(self) -> None:
-        """Want as many workers as the unfinished chunks keep busy, within ``processes``.
-
-        Each live worker runs or will run one of the unfinished chunks; each
-        further unclaimed chunk wants a worker of its own while
-        ``processes`` allows. So a lost chunk gets a new worker while the
-        others are busy, and a map that got fewer workers than it wanted
-        (the pool's budget was taken) asks again once budget is free.
-        """
-        try:
-            done = self.work_dir.finished_chunks()
-            claimed = self.work_dir.claimed_chunks()
-        except FileNotFoundError:
-            return
-        unfinished = [c for c in range(self.num_chunks) if self.results[c] is None and c not in done]
-        unclaimed = sum(1 for c in unfinished if c not in claimed)
-        wanted = min(self.settings.processes, len(unfinished))
-        deficit = max(0, min(wanted - self.num_alive_workers(), unclaimed))
-        if deficit > 0 and deficit != self._wanted:
-            self.log.event("resubmit", workers=deficit, unclaimed_chunks=unclaimed)
-        self._wanted = deficit
+            self.fail(errors.JobsLostError(message, self._unfinished_jobs(), self.place.work_dir))
 
     # -------------------------------------------------------------- facts
     def _advice(self, states: typing.Iterable[str]) -> typing.List[str]:
-        return reports.hints(states, self.scheduler.hint)
+        return reports.hints(states, self.fleet.scheduler.hint)
 
     def _unfinished_jobs(self) -> typing.List[int]:
         return [
@@ -359,19 +276,14 @@ class MapRun:
 
     # ---------------------------------------------------------------- ends
     def _complete(self) -> None:
-        """Every chunk has a result: cancel workers that never started, deliver."""
+        """Every chunk has a result: deliver."""
         self.active = False
-        try:
-            started = self.work_dir.started_workers()
-        except FileNotFoundError:
-            started = set()
-        self._cancel_workers([w for w in self.workers.alive_ids() if w not in started])
         self.log.event("completed", num_jobs=self.num_jobs)
         self._close(keep=self.settings.keep_work_dir)
         self._deliver(self.sink.completed)
 
     def fail(self, exc: BaseException) -> None:
-        """End the map with ``exc``: cancel its workers, keep the work dir."""
+        """End the map with ``exc``: stop its jobs, keep the work dir."""
         self._stop(exc, "failed", error=repr(exc))
 
     def cancel(self, reason: str = "cancelled") -> None:
@@ -385,24 +297,23 @@ class MapRun:
                 return
             self.log.warning(event, work_dir=self.work_dir.path, **fields)
             self.active = False
-            self._cancel_workers(self.workers.alive_ids())
+            self.pool_dir.close_map(self.work_dir)
+            self._cancel_running_chunks()
             self._close(keep=True)
             self._deliver(self.sink.failed, exc)
 
-    def _cancel_workers(self, ids: typing.List[str]) -> None:
-        if not ids:
-            return
+    def _cancel_running_chunks(self) -> None:
+        """Cancel the workers that run this map's chunks; the pool's other
+        maps keep the rest (and get new workers if they need them)."""
         try:
-            self.scheduler.cancel(ids, self.log)
-        except errors.SchedulerCommandError as err:
-            self.log.warning("cancel_failed", workers=ids, error=str(err))
-            logger.warning(
-                "pypoolparty: could not cancel workers %s: %s", ", ".join(ids[:10]), err
-            )
+            unfinished = [c for c in self.work_dir.claimed_chunks() if self.results[c] is None]
+            running = set(self.work_dir.claims(unfinished).values())
+        except FileNotFoundError:
+            return
+        self.fleet.cancel(sorted(running), "its map ended", self.log)
 
     def _close(self, keep: bool) -> None:
-        if self.workers.submissions:
-            reaper.withdraw(self.work_dir.path)
+        self.pool_dir.close_map(self.work_dir)
         if keep:
             self.log.event("work_dir_kept", path=self.work_dir.path)
         self.log.close()

@@ -7,6 +7,7 @@ this class with an adapter and its own keyword arguments.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import sys
 import threading
@@ -22,10 +23,15 @@ from .async_result import AsyncResult
 from .calling import CallSpec, CallStyle
 from .event_log import EventLog
 from .map_run import MapRun, MapSettings
+from .pooldir import CLOSED, STOP, PoolDir, WorkerSettings
 from .results import IMapIterator, MapResult
 from .scheduler import Scheduler
 from .supervisor import PollIntervals, Supervisor
 from .workdir import WorkRoot
+from .workers import Fleet, FleetSettings
+
+#: Seconds an idle worker waits for the pool's next map before it leaves.
+DEFAULT_IDLE_TIMEOUT = 60.0
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -52,14 +58,18 @@ class ClusterPool:
     initargs : tuple
         Arguments of ``initializer``.
     maxtasksperchild : int or None
-        Checked as the stdlib checks it; it has no effect yet (one worker
-        process runs every chunk it claims).
+        A worker leaves after running this many tasks (chunks, as in the
+        stdlib); a new one takes its place if work is left. None: workers
+        serve as long as there is work.
     scheduler : Scheduler
         The adapter.
     work_dir : str or None
-        Directory on a filesystem the compute nodes share; each map makes
-        its own folder in it. None: a new folder under ``$PYPOOLPARTY_WORK_DIR``
-        or the current directory.
+        Directory on a filesystem the compute nodes share; the pool makes
+        its own folder in it (``pypoolparty-<date>-<time>-<random>``).
+        None: ``$PYPOOLPARTY_WORK_DIR`` or the current directory.
+    idle_timeout : float
+        Seconds a worker waits for the pool's next map before it leaves
+        the cluster.
     python_path : str or None
         The Python interpreter of the workers (default: this one).
     polling_interval : float
@@ -88,6 +98,7 @@ class ClusterPool:
         *,
         scheduler: Scheduler,
         work_dir: typing.Optional[str] = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         python_path: typing.Optional[str] = None,
         polling_interval: float = 5.0,
         max_num_resubmissions: int = 3,
@@ -106,6 +117,8 @@ class ClusterPool:
             raise ValueError("maxtasksperchild must be a positive int or None")
         if polling_interval <= 0:
             raise ValueError("polling_interval must be > 0")
+        if not idle_timeout > 0:
+            raise ValueError("idle_timeout must be > 0")
         if max_num_resubmissions is None:
             max_num_resubmissions = 3
         if max_num_resubmissions < 0:
@@ -114,13 +127,14 @@ class ClusterPool:
             raise ValueError("num_chunks must be at least 1")
         if processes is None and num_chunks is not None:
             processes = num_chunks
+        self._state = None
         self._num_chunks = num_chunks
-        self._processes = processes
         self._initializer = initializer
         self._initargs = tuple(initargs)
         self._maxtasksperchild = maxtasksperchild
         self.scheduler = scheduler
         self._root = WorkRoot(work_dir)
+        self._idle_timeout = float(idle_timeout)
         self._python_path = python_path or sys.executable
         self._max_num_resubmissions = int(max_num_resubmissions)
         self._keep_work_dir = bool(keep_work_dir)
@@ -128,12 +142,19 @@ class ClusterPool:
         self._name = name
         self._lock = threading.RLock()
         self._applies = applies.ApplyQueue()
+        self._pool_dir: typing.Optional[PoolDir] = None
+        self._fleet: typing.Optional[Fleet] = None
+        # Scheduler calls made before the pool's log exists go into it later.
+        self._setup_log = EventLog.buffer()
+        if processes is None:
+            processes = max(1, int(scheduler.default_processes(self._setup_log)))
+        self._processes = processes
         flush = weakref.WeakMethod(self._flush_applies)
         self._supervisor = Supervisor(
-            scheduler,
             PollIntervals(scheduler=float(polling_interval)),
             name,
             before_round=lambda: bool(flush() and flush()()),
+            max_num_resubmissions=self._max_num_resubmissions,
         )
         self._state = RUN
         _live_pools.add(self)
@@ -152,11 +173,38 @@ class ClusterPool:
         if self._state != RUN:
             raise ValueError("Pool not running")
 
-    def _resolve_processes(self, log: EventLog) -> int:
+    def _ensure_pool_dir(self) -> typing.Tuple[PoolDir, Fleet]:
+        """The pool's folder and workers, made with the first map.
+
+        Raises NotPicklableError if the initializer cannot be pickled.
+        """
         with self._lock:
-            if self._processes is None:
-                self._processes = max(1, int(self.scheduler.default_processes(log)))
-            return self._processes
+            if self._pool_dir is None:
+                init_pickle = inputs.pickle_initializer(self._initializer, self._initargs)
+                settings = WorkerSettings(
+                    idle_timeout=self._idle_timeout,
+                    max_tasks=self._maxtasksperchild,
+                    time_limit=self.scheduler.time_limit(),
+                )
+                pool_dir = PoolDir.create(self._root.parent(), self._root.prefix(), settings, init_pickle)
+                log = EventLog(pool_dir.log_path, verbose=self._verbose)
+                self._setup_log.replay_into(log)
+                log.event(
+                    "pool",
+                    scheduler=self.scheduler.name,
+                    pool_dir=pool_dir.path,
+                    processes=self._processes,
+                    **dataclasses.asdict(settings),
+                )
+                fleet_settings = FleetSettings(
+                    processes=self._processes,
+                    python_argv=[self._python_path],
+                    env=inputs.worker_env(),
+                    name=self._name,
+                )
+                self._fleet = Fleet(self.scheduler, pool_dir, fleet_settings, log)
+                self._pool_dir = pool_dir
+            return self._pool_dir, self._fleet
 
     def _start_run(
         self,
@@ -167,20 +215,16 @@ class ClusterPool:
     ) -> None:
         """Write a map's inputs and hand it to the supervisor.
 
-        Raises NotPicklableError (before anything is written) and the
-        scheduler's errors while finding the default number of processes.
+        Raises NotPicklableError before anything is written.
         """
         spec_pickle = inputs.pickle_spec(spec)
-        # Scheduler calls made before the map's log exists go into it later.
-        setup_log = EventLog.buffer()
-        processes = self._resolve_processes(setup_log)
         if chunksize is None and self._num_chunks is not None:
             chunksize = -(-len(jobs) // self._num_chunks)
-        plan = chunking.plan(len(jobs), processes, chunksize)
+        plan = chunking.plan(len(jobs), self._processes, chunksize)
         chunk_pickles = inputs.pickle_chunks(jobs, plan.chunk_starts)
-        work_dir = self._root.new_map_dir()
+        pool_dir, fleet = self._ensure_pool_dir()
+        work_dir = pool_dir.new_map_dir()
         log = EventLog(work_dir.create_log(), verbose=self._verbose)
-        setup_log.replay_into(log)
         log.event(
             "map",
             scheduler=self.scheduler.name,
@@ -188,8 +232,7 @@ class ClusterPool:
             call_style=spec.style.value,
             num_jobs=plan.num_jobs,
             num_chunks=plan.num_chunks,
-            num_workers=plan.num_workers,
-            processes=processes,
+            processes=self._processes,
             funcs=[repr(f) for f in spec.funcs[:5]],
         )
         work_dir.write_inputs(
@@ -199,21 +242,16 @@ class ClusterPool:
             sys_path=inputs.driver_sys_path(),
             cwd=os.getcwd(),
         )
-        settings = MapSettings(
-            processes=processes,
-            max_num_resubmissions=self._max_num_resubmissions,
-            keep_work_dir=self._keep_work_dir,
-            python_argv=[self._python_path],
-            env=inputs.worker_env(),
-            name=self._name,
-        )
         run = MapRun(
             work_dir=work_dir,
             chunk_starts=plan.chunk_starts,
-            num_workers=plan.num_workers,
-            scheduler=self.scheduler,
-            settings=settings,
-            sink=_TidyingSink(sink, self._root.tidy),
+            pool_dir=pool_dir,
+            fleet=fleet,
+            settings=MapSettings(
+                max_num_resubmissions=self._max_num_resubmissions,
+                keep_work_dir=self._keep_work_dir,
+            ),
+            sink=sink,
             log=log,
             stop_on_failure=spec.stop_on_failure,
         )
@@ -221,13 +259,7 @@ class ClusterPool:
         self._supervisor.add(run)
 
     def _spec(self, func, style: CallStyle, stop_on_failure: bool) -> CallSpec:
-        return CallSpec(
-            funcs=(func,),
-            style=style,
-            initializer=self._initializer,
-            initargs=self._initargs,
-            stop_on_failure=stop_on_failure,
-        )
+        return CallSpec(funcs=(func,), style=style, stop_on_failure=stop_on_failure)
 
     def _map_async(self, func, iterable, chunksize, style, callback, error_callback):
         self._check_running()
@@ -263,7 +295,7 @@ class ClusterPool:
         if calls is None:
             return True
         if calls:
-            spec, jobs, batch = applies.batch_of(calls, self._initializer, self._initargs)
+            spec, jobs, batch = applies.batch_of(calls)
             try:
                 self._start_run(spec, jobs, None, batch)
             except Exception as exc:
@@ -373,13 +405,18 @@ class ClusterPool:
         return self._imap(func, iterable, chunksize, ordered=False)
 
     def close(self) -> None:
-        """Accept no more work; what was started goes on."""
+        """Accept no more work; what was started goes on.
+
+        Workers leave once the work is done; :meth:`join` waits for that.
+        """
         if self._state == RUN:
             self._state = CLOSE
+            if self._pool_dir is not None:
+                self._pool_dir.mark(CLOSED)
             self._supervisor.wake()
 
     def terminate(self) -> None:
-        """Cancel every job of the pool still queued or running.
+        """Cancel every job and worker of the pool still queued or running.
 
         Results that were not ready raise
         :class:`~pypoolparty.errors.CancelledError`.
@@ -389,17 +426,39 @@ class ClusterPool:
             call.result.set_exception(errors.CancelledError("pypoolparty: the pool was terminated"))
         for run in self._supervisor.runs():
             run.cancel("the pool was terminated")
+        self._stop_workers("the pool was terminated")
         self._supervisor.stop()
-        self._root.tidy()
-        _live_pools.discard(self)
+        self._tidy()
 
     def join(self) -> None:
-        """Wait for the pool's work to end; call close() or terminate() first."""
+        """Wait for the pool's work to end and its workers to leave the queue.
+
+        Call :meth:`close` or :meth:`terminate` first.
+        """
         if self._state == RUN:
             raise ValueError("Pool is still running")
-        self._supervisor.stop()
-        self._root.tidy()
+        if self._state == CLOSE:
+            self._supervisor.drain()
+        else:
+            self._supervisor.stop()
+        self._tidy()
+
+    def _stop_workers(self, why: str) -> None:
+        """Tell the workers to leave and cancel them."""
+        if self._fleet is not None:
+            self._pool_dir.mark(STOP)
+            self._fleet.cancel(self._fleet.alive_ids(), why, self._fleet.log)
+
+    def _tidy(self) -> None:
+        """The pool is done: remove its folder unless a map kept its own."""
         _live_pools.discard(self)
+        with self._lock:
+            if self._fleet is None:
+                return
+            self._fleet.withdraw_reaper()
+            if not self._pool_dir.kept_maps():
+                self._fleet.log.close()
+                self._pool_dir.remove()
 
     def __enter__(self):
         self._check_running()
@@ -416,23 +475,7 @@ class ClusterPool:
                 source=self,
             )
             # No map of this pool is active (an active one keeps it alive):
-            # let the supervisor thread end.
+            # its workers leave, and the supervisor thread ends.
+            self._stop_workers("the pool was garbage-collected")
             self._supervisor.stop(timeout=0)
-
-
-class _TidyingSink:
-    """Passes results on, then lets the pool remove its empty default dir."""
-
-    def __init__(self, sink, tidy: typing.Callable[[], None]):
-        self._sink = sink
-        self._tidy = tidy
-
-    def chunk_done(self, chunk: int, first_job: int, results: list) -> None:
-        self._sink.chunk_done(chunk, first_job, results)
-
-    def completed(self) -> None:
-        self._tidy()
-        self._sink.completed()
-
-    def failed(self, exc: BaseException) -> None:
-        self._sink.failed(exc)
+            self._tidy()

@@ -2,15 +2,16 @@
 Cancel a dead driver's jobs, without touching the driver's signal handling.
 
 One small process per driver process (``python -m pypoolparty.core.reaper``), in
-a session of its own, reads registrations from a pipe: for each map in
-flight, the commands that cancel its workers. The driver withdraws them when
-the map ends. When the pipe closes while commands are still registered --
-the driver was killed by SIGTERM or SIGKILL, crashed, or exited without
-cleaning up -- the reaper runs them and exits. Ctrl-C, ``terminate()`` and
-normal exit are handled in the driver itself; the reaper covers the rest.
+a session of its own, reads registrations from a pipe: for each pool with
+workers, the commands that cancel them and a file that tells them to stop.
+The driver withdraws them when the pool ends. When the pipe closes while
+registrations remain -- the driver was killed by SIGTERM or SIGKILL, crashed,
+or exited without cleaning up -- the reaper writes the stop files, runs the
+commands and exits. Ctrl-C, ``terminate()`` and normal exit are handled in
+the driver itself; the reaper covers the rest.
 
 Protocol: one JSON object per line, ``{"add": KEY, "commands": [[argv...],
-...], "env": {...}}`` or ``{"remove": KEY}``.
+...], "env": {...}, "stop_file": PATH}`` or ``{"remove": KEY}``.
 """
 from __future__ import annotations
 
@@ -54,9 +55,10 @@ def _reaper_env() -> typing.Dict[str, str]:
     return env
 
 
-def register(key: str, commands: typing.List[typing.List[str]]) -> None:
-    """Have ``commands`` run if this process dies before :func:`withdraw`."""
-    _send({"add": key, "commands": commands, "env": dict(os.environ)})
+def register(key: str, commands: typing.List[typing.List[str]], stop_file: str) -> None:
+    """Have ``stop_file`` written and ``commands`` run if this process dies
+    before :func:`withdraw`."""
+    _send({"add": key, "commands": commands, "env": dict(os.environ), "stop_file": stop_file})
 
 
 def withdraw(key: str) -> None:
@@ -93,6 +95,11 @@ def serve(stream: typing.BinaryIO) -> int:
         elif "remove" in message:
             pending.pop(message["remove"], None)
     for message in pending.values():
+        if message.get("stop_file"):
+            try:
+                open(message["stop_file"], "a").close()
+            except OSError:
+                pass  # the pool dir is gone: its workers leave anyway
         for argv in message.get("commands", []):
             for _ in range(3):
                 try:

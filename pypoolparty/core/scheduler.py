@@ -187,6 +187,13 @@ class Scheduler(abc.ABC):
         """
         return ""
 
+    def time_limit(self) -> typing.Optional[float]:
+        """The workers' time limit in seconds, from the submit options, or None.
+
+        A worker takes no chunk it may not finish before this limit.
+        """
+        return None
+
     def default_processes(self, log: EventLog) -> int:
         """How many workers may run at once when the user did not say."""
         return os.cpu_count() or 1

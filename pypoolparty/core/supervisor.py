@@ -1,10 +1,13 @@
 """
-The pool's one supervisor thread: it drives every map in flight.
+The pool's one supervisor thread: it drives every map in flight and the
+pool's workers.
 
-Each round it submits what the maps decided to submit, reads new result
-files (often: the filesystem is cheap), and now and then asks the scheduler
-for the state of every live worker of every map in one call (rarely: the
-scheduler is shared by everyone on the cluster).
+Each round it reads new result files (often: the filesystem is cheap),
+notes the workers that left on their own, submits workers when the maps
+need more than are alive (within ``processes``), and now and then asks the
+scheduler for the state of every live worker of the pool in one call
+(rarely: the scheduler is shared by everyone on the cluster). While workers
+are alive but no map runs, it only polls the scheduler.
 """
 from __future__ import annotations
 
@@ -14,9 +17,8 @@ import time
 import typing
 
 from .. import errors
-from .event_log import MultiLog
 from .map_run import MapRun
-from .scheduler import Scheduler
+from .workers import Fleet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,21 +35,23 @@ class PollIntervals:
         ... growing, while nothing changes, up to this.
     files_growth : float
         Factor by which the wait grows after each look that found nothing.
+    drain : float
+        Seconds between two status queries while ``join()`` waits for the
+        last workers to leave the queue.
     """
 
     scheduler: float = 5.0
-    files_min: float = 0.02
+    files_min: float = 0.005
     files_max: float = 0.25
-    files_growth: float = 1.2
+    files_growth: float = 1.3
+    drain: float = 0.5
 
 
 class Supervisor:
-    """Drives the maps of one pool from a daemon thread.
+    """Drives the maps and workers of one pool from a daemon thread.
 
     Parameters
     ----------
-    scheduler : Scheduler
-        Polled once per ``intervals.scheduler`` for every live worker.
     intervals : PollIntervals
         How often it looks at files and at the scheduler.
     name : str
@@ -55,32 +59,41 @@ class Supervisor:
     before_round : callable
         Called at the start of every round (the pool hands over gathered
         ``apply_async`` calls); True while calls still wait to be handed over.
+    max_num_resubmissions : int
+        Submissions ending without any result in a row before the maps fail.
     """
 
     def __init__(
         self,
-        scheduler: Scheduler,
         intervals: PollIntervals,
         name: str,
         before_round: typing.Callable[[], bool],
+        max_num_resubmissions: int,
     ):
-        self.scheduler = scheduler
         self.intervals = intervals
         self.name = name
         self._before_round = before_round
+        self._max_num_resubmissions = max_num_resubmissions
         self._cond = threading.Condition()
         self._runs: typing.List[MapRun] = []
+        self.fleet: typing.Optional[Fleet] = None
         self._thread: typing.Optional[threading.Thread] = None
         self._stopping = False
-        self._next_scheduler_poll = 0.0
+        self._draining = False
+        self._drain_started = False
+        self._need_plan = False
+        self._next_poll = 0.0
+        self._unproductive_in_a_row = 0
 
     # -------------------------------------------------------------- control
     def add(self, run: MapRun) -> None:
         """Start driving ``run``."""
         with self._cond:
-            if not any(r.active for r in self._runs):
-                self._next_scheduler_poll = time.monotonic() + self.intervals.scheduler
+            self.fleet = run.fleet
+            if not self.fleet.alive_ids():
+                self._next_poll = time.monotonic() + self.intervals.scheduler
             self._runs.append(run)
+            self._need_plan = True
         self.ensure_thread()
 
     def ensure_thread(self) -> None:
@@ -106,8 +119,22 @@ class Supervisor:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._join_thread(timeout)
+
+    def drain(self) -> None:
+        """Wait for the maps, then until no worker of the pool is left in
+        the queue: idle workers leave (the pool dir says closed), workers
+        that never started are cancelled."""
+        with self._cond:
+            self._stopping = True
+            self._draining = True
+            self._cond.notify_all()
+        self._join_thread(None)
+
+    def _join_thread(self, timeout: typing.Optional[float]) -> None:
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def wake(self) -> None:
         with self._cond:
@@ -115,21 +142,14 @@ class Supervisor:
 
     # ----------------------------------------------------------------- loop
     def _loop(self) -> None:
-        interval = self.intervals.files_min
+        wait = self.intervals.files_min
         while True:
             pending = self._before_round()
             with self._cond:
                 self._runs = [r for r in self._runs if r.active]
-                if not self._runs:
-                    if pending:
-                        self._cond.wait(self.intervals.files_min)
-                        continue
-                    if self._stopping:
-                        return
-                    self._cond.wait()
-                    interval = self.intervals.files_min
-                    continue
                 runs = list(self._runs)
+                if self._stopping and not runs and not pending and self._drain_done():
+                    return
             try:
                 changed = self._round(runs)
             except BaseException as exc:  # never leave a caller waiting
@@ -138,53 +158,117 @@ class Supervisor:
                 changed = True
             # Ended maps must not stay referenced while the thread idles:
             # they hold their results and, through them, the pool.
+            active = any(r.active for r in runs)
             del runs
             if changed:
-                interval = self.intervals.files_min
+                wait = self.intervals.files_min
             else:
-                interval = min(interval * self.intervals.files_growth, self.intervals.files_max)
+                wait = min(wait * self.intervals.files_growth, self.intervals.files_max)
             with self._cond:
-                if any(r.active for r in self._runs):
-                    self._cond.wait(interval)
+                if pending:
+                    self._cond.wait(self.intervals.files_min)
+                elif active:
+                    self._cond.wait(wait)
+                elif self.fleet is not None and self.fleet.alive_ids():
+                    self._cond.wait(max(0.0, self._next_poll - time.monotonic()))
+                elif not self._stopping:
+                    self._cond.wait()
+
+    def _drain_done(self) -> bool:
+        """Nothing left to wait for: not draining, or no worker alive."""
+        return not self._draining or self.fleet is None or not self.fleet.alive_ids()
 
     def _round(self, runs: typing.List[MapRun]) -> bool:
-        self._submit(runs)
+        fleet = self.fleet
+        if fleet is None:
+            return False
         changed = False
         for run in runs:
             changed |= run.collect()
-        if time.monotonic() >= self._next_scheduler_poll:
-            self._poll_scheduler([r for r in runs if r.active])
-            self._next_scheduler_poll = time.monotonic() + self.intervals.scheduler
+        live = [r for r in runs if r.active]
+        log = fleet.logs(r.log for r in live)
+        if live and fleet.note_exits(log):
+            self._need_plan = True
+        if live and self._need_plan:
+            self._need_plan = False
+            self._submit(live, log)
+        if not live and self._stopping:
+            self._start_drain(log)
+        if fleet.alive_ids() and time.monotonic() >= self._next_poll:
+            fleet.note_exits(log)  # a worker that said it leaves needs one poll
+            self._poll(live, log)
+            interval = self.intervals.scheduler
+            if self._draining and not live:
+                interval = min(interval, self.intervals.drain)
+            self._next_poll = time.monotonic() + interval
         return changed
 
-    def _submit(self, runs: typing.List[MapRun]) -> None:
-        """Start the workers the maps want, within the pool's budget.
+    def _submit(self, runs: typing.List[MapRun], log) -> None:
+        """Start the workers the maps need, within the pool's budget.
 
-        At most ``processes`` workers of the pool are alive at once, over all
-        its maps; maps get workers in the order they were started.
+        The maps want a worker for each unfinished chunk, up to
+        ``processes``; workers alive and not leaving count against that,
+        and no more are started than there are unclaimed chunks.
         """
-        processes = runs[0].settings.processes
-        free = processes - sum(r.num_alive_workers() for r in runs if r.active)
-        for run in runs:
-            if free <= 0:
-                return
-            num = min(run.wanted_workers(), free)
-            if num > 0:
-                run.submit(num)
-                free -= num
-
-    def _poll_scheduler(self, runs: typing.List[MapRun]) -> None:
-        ids = []
-        for run in runs:
-            ids.extend(run.alive_worker_ids())
-        if not ids:
+        fleet = self.fleet
+        demand = sum(r.unfinished() for r in runs)
+        want = min(fleet.settings.processes, demand) - fleet.num_available()
+        if want <= 0:
             return
-        log = MultiLog(run.log for run in runs)
+        num = min(want, sum(r.unclaimed() for r in runs))
+        if num <= 0:
+            return
         try:
-            statuses = self.scheduler.states(ids, log)
+            fleet.submit(num, log)
         except errors.SchedulerCommandError as err:
             for run in runs:
                 run.fail(err)
+
+    def _start_drain(self, log) -> None:
+        """The pool is closed and its work is done: cancel who never started."""
+        if self._draining and not self._drain_started:
+            self._drain_started = True
+            self.fleet.cancel_unstarted("the pool is closed", log)
+            self._next_poll = time.monotonic()
+
+    def _poll(self, runs: typing.List[MapRun], log) -> None:
+        fleet = self.fleet
+        try:
+            statuses = fleet.scheduler.states(fleet.alive_ids(), log)
+        except errors.SchedulerCommandError as err:
+            for run in runs:
+                run.fail(err)
+            if not runs:
+                log.warning("poll_failed", error=str(err))
             return
-        for run in runs:
-            run.after_poll(statuses)
+        ended, held = fleet.note_states(statuses, log)
+        if held:
+            fleet.replace_held(held, log)
+        if ended:
+            for run in runs:
+                run.after_workers_ended()
+            self._judge_submissions([r for r in runs if r.active], log)
+        self._need_plan = True
+
+    def _judge_submissions(self, runs: typing.List[MapRun], log) -> None:
+        """Count submissions whose workers all ended without any result.
+
+        When more than ``max_num_resubmissions`` came in a row, the maps in
+        flight fail: the cause is then not the jobs but the nodes or the
+        queue.
+        """
+        fleet = self.fleet
+        for index, sub in fleet.ended_submissions():
+            if sub.productive or fleet.excused(sub):
+                self._unproductive_in_a_row = 0
+                continue
+            if not runs:
+                continue
+            self._unproductive_in_a_row += 1
+            log.warning(
+                "submission_unproductive", submission=index, in_a_row=self._unproductive_in_a_row
+            )
+            if self._unproductive_in_a_row > self._max_num_resubmissions:
+                for run in runs:
+                    run.give_up(self._unproductive_in_a_row, sub.worker_ids)
+                return

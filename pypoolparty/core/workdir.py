@@ -3,20 +3,21 @@ The on-disk protocol between the driver and its workers.
 
 The only code that knows the layout of a map's work dir::
 
-    <map dir>/                 mode 0700, one per map
+    <map dir>/                 mode 0700, one per map, in the pool's dir
         manifest.json          what a worker needs to find its way
-        func.pickle            cloudpickle of (func, star, initializer, initargs)
+        func.pickle            cloudpickle of the CallSpec
         jobs.pickle            the chunks' pickles back to back; byte offsets
                                in the manifest
         claims/<chunk>         a hard link to the claiming worker's id file
+                               (in the pool dir, see :mod:`.pooldir`)
         results/<chunk>.pickle one per finished chunk, written then renamed
-        workers/<id>.id        a worker's id, written when it starts
-        workers/<id>.log       a worker's stdout and stderr (the scheduler's)
-        log.jsonl              the driver's JSON-lines log
+        log.jsonl              the driver's JSON-lines log of this map
 
-The number of files grows with the number of chunks and workers, never with
-the number of jobs. Workers claim chunks with ``os.link``, which is atomic and
-fails if the name exists, also on NFS.
+The number of files grows with the number of chunks, never with the number
+of jobs. Workers claim chunks with ``os.link``, which is atomic and fails if
+the name exists, also on NFS. A claim stays when its chunk's result is
+written; the driver removes it only when the claimant died without a result.
+So the chunks without a claim are exactly the ones left to run.
 """
 from __future__ import annotations
 
@@ -28,9 +29,7 @@ import shutil
 import stat
 import tempfile
 import time
-import threading
 import typing
-import uuid
 
 from .. import errors
 
@@ -43,11 +42,8 @@ FUNC = "func.pickle"
 JOBS = "jobs.pickle"
 CLAIMS = "claims"
 RESULTS = "results"
-WORKERS = "workers"
 LOG = "log.jsonl"
 RESULT_SUFFIX = ".pickle"
-#: How much of a worker's output an error message quotes.
-LOG_TAIL_BYTES = 600
 
 
 @dataclasses.dataclass
@@ -180,8 +176,8 @@ class WorkDir:
         return self.join(LOG)
 
     @property
-    def workers_dir(self) -> str:
-        return self.join(WORKERS)
+    def name(self) -> str:
+        return os.path.basename(self.path)
 
     def result_path(self, chunk: int) -> str:
         return self.join(RESULTS, "{:d}{:s}".format(chunk, RESULT_SUFFIX))
@@ -189,19 +185,12 @@ class WorkDir:
     def claim_path(self, chunk: int) -> str:
         return self.join(CLAIMS, "{:d}".format(chunk))
 
-    def worker_id_path(self, worker_id: str) -> str:
-        return self.join(WORKERS, worker_id + ".id")
-
-    def worker_log_path(self, worker_id: str) -> str:
-        return self.join(WORKERS, worker_id + ".log")
-
     # --------------------------------------------------------------- driver
     @classmethod
-    def create(cls, parent: str) -> "WorkDir":
-        """Make a new, private map dir under ``parent``."""
-        make_private_dir(parent)
-        path = tempfile.mkdtemp(prefix="map-", dir=parent)  # mode 0700
-        for sub in (CLAIMS, RESULTS, WORKERS):
+    def create(cls, parent: str, prefix: str) -> "WorkDir":
+        """Make a new, private map dir in the pool dir ``parent``."""
+        path = tempfile.mkdtemp(prefix=prefix, dir=parent)  # mode 0700
+        for sub in (CLAIMS, RESULTS):
             os.mkdir(os.path.join(path, sub), mode=0o700)
         return cls(path)
 
@@ -276,25 +265,6 @@ class WorkDir:
         except FileNotFoundError:
             pass
 
-    def started_workers(self) -> typing.Set[str]:
-        """Ids of workers that got as far as writing their id file."""
-        return {
-            n[: -len(".id")]
-            for n in os.listdir(self.workers_dir)
-            if n.endswith(".id")
-        }
-
-    def tail_of_worker_log(self, worker_id: str) -> str:
-        """The last bytes of a worker's stdout/stderr, or '' if none."""
-        try:
-            with open(self.worker_log_path(worker_id), "rb") as f:
-                f.seek(0, os.SEEK_END)
-                size = f.tell()
-                f.seek(max(0, size - LOG_TAIL_BYTES))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
     def remove(self, attempts: int = 5) -> bool:
         """Remove the map dir; True if it is gone."""
         for i in range(attempts):
@@ -325,20 +295,6 @@ class WorkDir:
         open_private(self.log_path, "wt").close()
         return self.log_path
 
-    def register_worker(self, worker_id: str) -> str:
-        """Write the worker's id file; return its path (used to claim).
-
-        Also makes the worker's log, which the scheduler created with the
-        job's umask, private.
-        """
-        try:
-            os.chmod(self.worker_log_path(worker_id), 0o600)
-        except OSError:
-            pass
-        path = self.worker_id_path(worker_id)
-        write_atomic(path, worker_id.encode())
-        return path
-
     def own_unfinished_chunks(self, worker_id: str) -> typing.List[int]:
         """Chunks claimed under ``worker_id`` that have no result.
 
@@ -351,8 +307,8 @@ class WorkDir:
         )
 
     def claimable_chunks(self, manifest: Manifest) -> typing.List[int]:
-        """Chunks with neither a claim nor a result, in order."""
-        taken = self.claimed_chunks() | self.finished_chunks()
+        """Chunks without a claim, in order (one listdir)."""
+        taken = self.claimed_chunks()
         return [c for c in range(manifest.num_chunks) if c not in taken]
 
     def try_claim(self, chunk: int, id_path: str) -> bool:
@@ -368,39 +324,25 @@ class WorkDir:
 
 
 class WorkRoot:
-    """The folder a pool makes its map dirs in.
+    """Where a pool makes its folder.
 
     Parameters
     ----------
     path : str or None
-        The user's ``work_dir``. None: a new folder
-        ``pypoolparty-<date>-<time>-<random>`` under ``$PYPOOLPARTY_WORK_DIR``
-        or the current directory, made on first use and removed by
-        :meth:`tidy` once empty.
+        The user's ``work_dir``. None: ``$PYPOOLPARTY_WORK_DIR`` or the
+        current directory.
     """
 
     def __init__(self, path: typing.Optional[str]):
-        self._ours = path is None
-        self._path = None if path is None else os.path.abspath(path)
-        self._lock = threading.Lock()
+        self.path = None if path is None else os.path.abspath(path)
 
-    def new_map_dir(self) -> WorkDir:
-        """A new private map dir (see :meth:`WorkDir.create`)."""
-        with self._lock:
-            if self._path is None:
-                parent = os.environ.get(WORK_DIR_ENV) or os.getcwd()
-                stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-                self._path = os.path.join(
-                    os.path.abspath(parent),
-                    "pypoolparty-{:s}-{:s}".format(stamp, uuid.uuid4().hex[:6]),
-                )
-            return WorkDir.create(self._path)
+    def parent(self) -> str:
+        """The folder the pool dir goes in (resolved when it is made)."""
+        if self.path is not None:
+            return self.path
+        return os.path.abspath(os.environ.get(WORK_DIR_ENV) or os.getcwd())
 
-    def tidy(self) -> None:
-        """Remove the default folder once no map dir is left in it."""
-        with self._lock:
-            if self._ours and self._path is not None:
-                try:
-                    os.rmdir(self._path)
-                except OSError:
-                    pass
+    @staticmethod
+    def prefix() -> str:
+        """The start of a pool dir's name: ``pypoolparty-<date>-<time>-``."""
+        return "pypoolparty-{:s}-".format(datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))

@@ -1,27 +1,81 @@
 """
 The worker: what runs on a compute node.
 
-    python -m pypoolparty.core.worker WORK_DIR --worker-id ID
+    python -m pypoolparty.core.worker POOL_DIR --worker-id ID
 
-It reads the map's manifest and call spec, then claims chunks from the work
-dir until none is left, runs each chunk's jobs and writes one result file per
-chunk. Workers that start early take more chunks, so jobs of uneven length
-spread over the workers as in ``multiprocessing.Pool``. In a ``map`` the
-first job that raises ends the worker: its chunk's result carries the
-exception and the driver cancels the rest of the map. In ``imap`` and
-``apply_async`` batches every job runs and each failure travels on its own.
+It serves the pool, not one map: it claims chunks of the pool's maps in
+flight, oldest map first, runs each chunk's jobs and writes one result file
+per chunk. Workers that start early take more chunks, so jobs of uneven
+length spread over the workers as in ``multiprocessing.Pool``. When no map
+has a chunk left, it waits for the pool's next map, looking at the pool dir
+often right after work and less and less often while idle. It leaves
+
+- after ``idle_timeout`` seconds without work,
+- when the pool is closed and no work is left, or terminated,
+- after ``maxtasksperchild`` chunks,
+- before its time limit, when the next chunk might not finish in time,
+
+each time writing why into the pool dir, so the driver knows at once that it
+needs a new worker. In a ``map`` a job that raises ends the chunk: its result
+carries the exception and the driver cancels the rest of that map. In
+``imap`` and ``apply_async`` batches every job runs and each failure travels
+on its own.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import pickle
 import sys
+import time
 import typing
 
 from . import outcomes
 from .calling import CallSpec
+from .pooldir import ExitReason, PoolDir, WorkerSettings
 from .workdir import Manifest, WorkDir
+
+#: Seconds between two looks at the pool dir right after work ...
+POLL_MIN = 0.005
+#: ... growing by this factor with each look that found nothing ...
+POLL_GROWTH = 1.5
+#: ... up to this: an idle worker lists one folder about once a second.
+POLL_MAX = 1.0
+#: Seconds kept free before the time limit: the scheduler's check and the
+#: last result's write.
+TIME_LIMIT_MARGIN = 10.0
+#: A chunk is expected to take up to this many times the longest one seen.
+CHUNK_TIME_SAFETY = 1.5
+
+
+class Backoff:
+    """Waits that grow while nothing happens and start small after work."""
+
+    def __init__(self, low: float = POLL_MIN, high: float = POLL_MAX, growth: float = POLL_GROWTH):
+        self.low, self.high, self.growth = low, high, growth
+        self.wait = low
+
+    def reset(self) -> None:
+        self.wait = self.low
+
+    def sleep(self) -> None:
+        time.sleep(self.wait)
+        self.wait = min(self.wait * self.growth, self.high)
+
+
+@dataclasses.dataclass
+class MapView:
+    """What this worker knows of one map."""
+
+    work_dir: WorkDir
+    manifest: Manifest
+    spec: typing.Optional[CallSpec] = None
+    failure: typing.Optional[outcomes.Failure] = None
+    done: bool = False
+    """A job of this ``map`` raised: the driver ends it, take no more."""
+    own: typing.List[int] = dataclasses.field(default_factory=list)
+    """Chunks this worker claimed before the scheduler requeued it."""
 
 
 def adopt_driver_paths(manifest: Manifest) -> None:
@@ -32,12 +86,21 @@ def adopt_driver_paths(manifest: Manifest) -> None:
     sys.path[:0] = missing
 
 
-def load_spec(work_dir: WorkDir) -> CallSpec:
-    """What to call, as the driver pickled it."""
-    spec = pickle.loads(work_dir.read_func_pickle())
-    if not isinstance(spec, CallSpec):
-        raise TypeError("func.pickle does not hold a pypoolparty CallSpec")
-    return spec
+def open_map(work_dir: WorkDir) -> MapView:
+    """Read a map's manifest and what to call."""
+    manifest = work_dir.read_manifest()
+    adopt_driver_paths(manifest)
+    view = MapView(work_dir=work_dir, manifest=manifest)
+    try:
+        spec = pickle.loads(work_dir.read_func_pickle())
+        if not isinstance(spec, CallSpec):
+            raise TypeError("func.pickle does not hold a pypoolparty CallSpec")
+        view.spec = spec
+    except Exception as exc:
+        # E.g. a module the function needs is missing on this node: the
+        # driver raises this for the chunk's jobs instead of resubmitting.
+        view.failure = outcomes.failure_of(exc)
+    return view
 
 
 def run_chunk(
@@ -71,70 +134,180 @@ def failed_chunk(
     )
 
 
-def work(work_dir: WorkDir, worker_id: str) -> int:
-    """Claim and run chunks until none is left. Returns the exit status."""
-    manifest = work_dir.read_manifest()
-    adopt_driver_paths(manifest)
-    id_path = work_dir.register_worker(worker_id)
+class Worker:
+    """One worker process serving the maps of a pool.
 
-    setup_failure = None
-    spec = None
-    try:
-        spec = load_spec(work_dir)
-        if spec.initializer is not None:
-            spec.initializer(*spec.initargs)
-    except Exception as exc:
-        # E.g. a module the function needs is missing on this node: the
-        # driver raises this for the chunk's jobs instead of resubmitting.
-        setup_failure = outcomes.failure_of(exc)
+    Parameters
+    ----------
+    pool_dir : PoolDir
+        The pool's folder.
+    worker_id : str
+        The id the scheduler knows this worker by.
+    """
 
-    # Chunks this worker claimed in an earlier run (it was requeued).
-    own = work_dir.own_unfinished_chunks(worker_id)
-    while True:
-        candidates = own + work_dir.claimable_chunks(manifest)
-        progressed = False
-        for chunk in candidates:
-            if chunk in own:
-                own.remove(chunk)
-            elif not work_dir.try_claim(chunk, id_path):
+    def __init__(self, pool_dir: PoolDir, worker_id: str):
+        self.pool_dir = pool_dir
+        self.worker_id = worker_id
+        self.settings: WorkerSettings = pool_dir.read_settings()
+        self.started = time.monotonic()
+        self.id_path, requeued = pool_dir.register_worker(worker_id)
+        self.initialized = False
+        self.setup_failure: typing.Optional[outcomes.Failure] = None
+        self.maps: typing.Dict[str, MapView] = {}
+        self.num_tasks = 0
+        self.longest_chunk = 0.0
+        self.requeued = requeued
+
+    def initialize(self) -> None:
+        """Run the pool's initializer once, as the stdlib does per process.
+
+        Called before the first chunk, once the driver's paths are adopted
+        (the initializer may live in the user's modules).
+        """
+        self.initialized = True
+        try:
+            initializer, initargs = pickle.loads(self.pool_dir.read_init_pickle())
+            if initializer is not None:
+                initializer(*initargs)
+        except Exception as exc:
+            self.setup_failure = outcomes.failure_of(exc)
+
+    # ---------------------------------------------------------------- loop
+    def serve(self) -> ExitReason:
+        """Claim and run chunks until it is time to leave; say why."""
+        backoff = Backoff()
+        last_work = time.monotonic()
+        while True:
+            listing = self.pool_dir.look()
+            if listing.stopped:
+                return ExitReason.STOPPED
+            self._forget_ended_maps(listing.maps)
+            worked, reason = self._work_once(listing.maps)
+            if reason is not None:
+                return reason
+            if worked:
+                backoff.reset()
+                last_work = time.monotonic()
                 continue
-            progressed = True
-            num_jobs = len(manifest.chunk_range(chunk))
-            if setup_failure is not None:
-                result = failed_chunk(chunk, worker_id, setup_failure, num_jobs)
+            if listing.closed and not listing.maps:
+                return ExitReason.CLOSED
+            if time.monotonic() - last_work >= self.settings.idle_timeout:
+                return ExitReason.IDLE
+            backoff.sleep()
+
+    def _forget_ended_maps(self, names: typing.List[str]) -> None:
+        for name in list(self.maps):
+            if name not in names:
+                del self.maps[name]
+
+    def _work_once(
+        self, names: typing.List[str]
+    ) -> typing.Tuple[bool, typing.Optional[ExitReason]]:
+        """Run the first chunk to be had, oldest map first.
+
+        Returns whether a chunk ran, and a reason to leave or None.
+        """
+        for name in names:
+            view = self._view(name)
+            if view is None or view.done:
+                continue
+            for chunk in self._candidates(view):
+                if self._time_is_short():
+                    return False, ExitReason.TIME_LIMIT
+                if not self._claim(view, chunk):
+                    continue
+                self._run(view, chunk)
+                self.num_tasks += 1
+                if self.settings.max_tasks is not None and self.num_tasks >= self.settings.max_tasks:
+                    return True, ExitReason.MAX_TASKS
+                return True, None
+        return False, None
+
+    def _view(self, name: str) -> typing.Optional[MapView]:
+        view = self.maps.get(name)
+        if view is None:
+            try:
+                view = open_map(self.pool_dir.map_dir(name))
+                if self.requeued:
+                    view.own = view.work_dir.own_unfinished_chunks(self.worker_id)
+            except FileNotFoundError:
+                return None  # it ended meanwhile
+            self.maps[name] = view
+        return view
+
+    def _candidates(self, view: MapView) -> typing.List[int]:
+        """Chunks to try: first those this worker claimed before a requeue."""
+        if view.own:
+            return list(view.own)
+        try:
+            return view.work_dir.claimable_chunks(view.manifest)
+        except FileNotFoundError:
+            return []
+
+    def _claim(self, view: MapView, chunk: int) -> bool:
+        if chunk in view.own:
+            view.own.remove(chunk)
+            return True
+        try:
+            return view.work_dir.try_claim(chunk, self.id_path)
+        except FileNotFoundError:
+            return False  # the map ended meanwhile
+
+    def _time_is_short(self) -> bool:
+        """True if the next chunk might not end before the time limit."""
+        limit = self.settings.time_limit
+        if limit is None:
+            return False
+        elapsed = time.monotonic() - self.started
+        needed = CHUNK_TIME_SAFETY * self.longest_chunk + TIME_LIMIT_MARGIN
+        return elapsed + needed > limit
+
+    def _run(self, view: MapView, chunk: int) -> None:
+        if not self.initialized:
+            self.initialize()
+        started = time.monotonic()
+        manifest = view.manifest
+        num_jobs = len(manifest.chunk_range(chunk))
+        failure = self.setup_failure or view.failure
+        if failure is not None:
+            result = failed_chunk(chunk, self.worker_id, failure, num_jobs)
+        else:
+            try:
+                jobs = pickle.loads(view.work_dir.read_chunk_pickle(manifest, chunk))
+            except Exception as exc:
+                result = failed_chunk(chunk, self.worker_id, outcomes.failure_of(exc), num_jobs)
             else:
-                try:
-                    jobs = pickle.loads(work_dir.read_chunk_pickle(manifest, chunk))
-                except Exception as exc:
-                    failure = outcomes.failure_of(exc)
-                    result = failed_chunk(chunk, worker_id, failure, num_jobs)
-                else:
-                    result = run_chunk(spec, jobs, chunk, worker_id)
-            work_dir.write_result(chunk, outcomes.encode(result))
-            stop = spec is None or spec.stop_on_failure
-            if result.failure is not None and stop:
-                return 0
-        if not progressed:
-            return 0
+                result = run_chunk(view.spec, jobs, chunk, self.worker_id)
+        try:
+            view.work_dir.write_result(chunk, outcomes.encode(result))
+        except FileNotFoundError:
+            view.done = True  # the map ended and its dir is gone
+        self.longest_chunk = max(self.longest_chunk, time.monotonic() - started)
+        stop = view.spec is None or view.spec.stop_on_failure
+        if result.failure is not None and stop:
+            view.done = True
 
 
 def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pypoolparty.core.worker",
-        description="Run the jobs of a pypoolparty map (started by the pool).",
+        description="Run the jobs of a pypoolparty pool's maps (started by the pool).",
     )
-    parser.add_argument("work_dir", help="the map's work dir")
+    parser.add_argument("pool_dir", help="the pool's work dir")
     parser.add_argument("--worker-id", required=True, help="this worker's id")
     args = parser.parse_args(argv)
-    work_dir = WorkDir(args.work_dir)
+    pool_dir = PoolDir(args.pool_dir)
     try:
-        return work(work_dir, args.worker_id)
+        worker = Worker(pool_dir, args.worker_id)
+        reason = worker.serve()
+        pool_dir.write_exit(args.worker_id, reason)
     except FileNotFoundError as err:
-        if not os.path.isdir(work_dir.path):
-            # The driver finished or was stopped and removed the work dir.
-            print("pypoolparty.core.worker: work dir is gone, exiting:", err, file=sys.stderr)
+        if not os.path.isdir(pool_dir.path):
+            # The driver finished or was stopped and removed the pool dir.
+            print("pypoolparty.core.worker: the pool dir is gone, exiting:", err, file=sys.stderr)
             return 0
         raise
+    return 0
 
 
 if __name__ == "__main__":
