@@ -46,6 +46,21 @@ def failing_initializer():
     raise RuntimeError("initializer failed on purpose")
 
 
+def note_init(folder):
+    """An initializer that leaves ``init-<pid>`` in ``folder``."""
+    open(os.path.join(folder, "init-{:d}".format(os.getpid())), "w").close()
+
+
+def pid_of_worker(x):
+    """The worker process that ran the job."""
+    return os.getpid()
+
+
+def slow_square(x, seconds=0.5):
+    time.sleep(seconds)
+    return x * x
+
+
 def gated(x, folder, which=None, fail=(), fail_after_starts=0):
     """``x * x``, once ``folder/go`` exists (only jobs in ``which`` wait).
 

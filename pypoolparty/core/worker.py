@@ -42,8 +42,8 @@ POLL_MIN = 0.005
 POLL_GROWTH = 1.5
 #: ... up to this: an idle worker lists one folder about once a second.
 POLL_MAX = 1.0
-#: Seconds kept free before the time limit: the scheduler's check and the
-#: last result's write.
+#: Seconds kept free before the time limit for the last result's write
+#: (at most a tenth of the limit).
 TIME_LIMIT_MARGIN = 10.0
 #: A chunk is expected to take up to this many times the longest one seen.
 CHUNK_TIME_SAFETY = 1.5
@@ -259,7 +259,8 @@ class Worker:
         if limit is None:
             return False
         elapsed = time.monotonic() - self.started
-        needed = CHUNK_TIME_SAFETY * self.longest_chunk + TIME_LIMIT_MARGIN
+        margin = min(TIME_LIMIT_MARGIN, 0.1 * limit)
+        needed = CHUNK_TIME_SAFETY * self.longest_chunk + margin
         return elapsed + needed > limit
 
     def _run(self, view: MapView, chunk: int) -> None:

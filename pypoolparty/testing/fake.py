@@ -59,6 +59,7 @@ STATES = {
     "FAILED": WorkerState.ENDED,
     "KILLED": WorkerState.ENDED,
     "CANCELLED": WorkerState.ENDED,
+    "TIMEOUT": WorkerState.ENDED,
 }
 ALIVE = ("PENDING", "HELD", "RUNNING", "COMPLETING")
 IN_A_SLOT = ("RUNNING", "COMPLETING")
@@ -90,6 +91,7 @@ class FakeWorker:
     pids: typing.List[int] = dataclasses.field(default_factory=list)
     returncode: typing.Optional[int] = None
     ended_at: float = 0.0
+    started_at: float = 0.0
 
 
 class FakeScheduler(Scheduler):
@@ -105,6 +107,9 @@ class FakeScheduler(Scheduler):
     state_dir : str or None
         Folder of the command scripts; None: a temporary one, removed by
         :meth:`shutdown`.
+    time_limit : float or None
+        Seconds a worker may run before it is killed with the word
+        ``TIMEOUT`` (and what :meth:`time_limit` tells the pool).
 
     Attributes
     ----------
@@ -124,11 +129,13 @@ class FakeScheduler(Scheduler):
         slots: typing.Optional[int] = None,
         policy: typing.Optional[RetryPolicy] = None,
         state_dir: typing.Optional[str] = None,
+        time_limit: typing.Optional[float] = None,
     ):
         super().__init__(
             policy or RetryPolicy(timeout=10.0, first_delay=0.01, factor=2.0, max_delay=0.1, deadline=1.0)
         )
         self.slots = slots
+        self._time_limit = time_limit
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="pypoolparty-fake-")
         self._scripts = fake_commands.FakeCommands(self.state_dir)
@@ -211,6 +218,9 @@ class FakeScheduler(Scheduler):
             "KILLED": "The test killed them (FakeScheduler.lose).",
             "HELD": "The test held them (FakeScheduler.hold).",
         }.get(scheduler_state, "")
+
+    def time_limit(self) -> typing.Optional[float]:
+        return self._time_limit
 
     def default_processes(self, log: EventLog) -> int:
         return self.slots or 2
@@ -375,6 +385,8 @@ class FakeScheduler(Scheduler):
             if worker.process is not None:
                 code = worker.process.poll()
                 if code is None:
+                    if self._time_limit is not None and now > worker.started_at + self._time_limit:
+                        self._stop(worker, "TIMEOUT", "the time limit was reached")
                     continue
                 worker.process, worker.returncode = None, code
                 worker.word, worker.ended_at = "COMPLETING", now
@@ -425,6 +437,7 @@ class FakeScheduler(Scheduler):
             worker.word, worker.reason, worker.returncode = "FAILED", str(err), 127
             return
         worker.pids.append(worker.process.pid)
+        worker.started_at = time.monotonic()
         worker.word, worker.reason = "RUNNING", ""
 
     def _count_alive(self) -> None:
