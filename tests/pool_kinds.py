@@ -50,7 +50,8 @@ def pool_maker(request, tmp_path, monkeypatch):
         request.getfixturevalue(CLUSTER_POOLS[kind][1])
     made = []
 
-    def make(processes=2, initializer=None, initargs=(), maxtasksperchild=None, track=True):
+    def make(processes=2, initializer=None, initargs=(), maxtasksperchild=None, track=True, **ours):
+        """A pool; ``ours`` are keywords of the cluster pools (over the defaults)."""
         args = (processes, initializer, initargs, maxtasksperchild)
         if kind == "multiprocessing":
             pool = multiprocessing.Pool(*args)
@@ -58,7 +59,9 @@ def pool_maker(request, tmp_path, monkeypatch):
             pool = pypoolparty.local.Pool(*args)
         else:
             cls, _, options = CLUSTER_POOLS[kind]
-            pool = cls(*args, polling_interval=1.0, **{k: dict(v) for k, v in options.items()})
+            kwargs = {"polling_interval": 1.0, **{k: dict(v) for k, v in options.items()}}
+            kwargs.update(ours)
+            pool = cls(*args, **kwargs)
         if track:
             made.append(pool)
         return pool

@@ -18,7 +18,7 @@ import scipy.optimize
 
 import client_jobs as jobs
 import conformance_jobs
-from pool_kinds import CLUSTER_POOLS, KINDS, pool_maker, with_marks
+from pool_kinds import KINDS, pool_maker, with_marks
 
 SEED = 42
 
@@ -27,17 +27,6 @@ SEED = 42
 def make_pool(request, tmp_path, monkeypatch):
     """The reference and each of pypoolparty's pools."""
     yield from pool_maker(request, tmp_path, monkeypatch)
-
-
-def xfail_on_clusters(params, reason):
-    """``params`` of :func:`with_marks`, those of the cluster pools expected to fail."""
-    expected = pytest.mark.xfail(strict=True, reason=reason)
-    return [
-        pytest.param(*p.values, id=p.id, marks=[*p.marks, expected])
-        if p.values[0] in CLUSTER_POOLS
-        else p
-        for p in params
-    ]
 
 
 # ------------------------------------------------------------------- emcee
@@ -139,13 +128,6 @@ def test_processes_is_the_number_given(make_pool):
     assert type(processes) is int and processes == 3
 
 
-@pytest.mark.parametrize(
-    "make_pool",
-    xfail_on_clusters(
-        with_marks(KINDS), reason="issue 9: lead makes _processes an int from construction"
-    ),
-    indirect=True,
-)
 def test_default_processes_is_an_int_from_construction(make_pool):
     """dynesty sizes its queue from ``pool._processes`` (or ``pool.size``)."""
     pool = make_pool(processes=None)

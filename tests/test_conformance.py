@@ -325,19 +325,15 @@ def test_initializer_runs_once_in_each_worker_before_its_jobs(make_pool):
 
 
 def test_maxtasksperchild(make_pool):
-    """The stdlib starts a new worker process after that many tasks.
-
-    The cluster pools check it as the stdlib does and ignore it: a worker
-    runs chunk after chunk in one process (docs/from_multiprocessing.rst).
-    """
+    """A new worker process after that many tasks (chunks of a map)."""
     with pytest.raises(ValueError):
         make_pool(maxtasksperchild=0)
     pool = make_pool(processes=1, maxtasksperchild=1)
     pids = pool.map(jobs.pid_of, range(4), chunksize=1)
-    if make_pool.kind in STDLIB_KINDS:
-        assert len(set(pids)) == 4
-    else:
-        assert len(set(pids)) == 1
+    assert len(set(pids)) == 4
+    pool = make_pool(processes=1, maxtasksperchild=2)
+    pids = pool.map(jobs.pid_of, range(4), chunksize=2)
+    assert len(set(pids)) == 2
 
 
 def test_invalid_arguments(make_pool):

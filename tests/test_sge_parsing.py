@@ -96,3 +96,18 @@ def test_options_the_pool_sets_are_refused():
     for key in ("t", "tc", "o", "-S", "b"):
         with pytest.raises(ValueError, match="set by the pool"):
             check_options({key: "x"})
+
+
+@pytest.mark.parametrize(
+    "resources, seconds",
+    [
+        ("h_rt=1:00:00", 3600.0),
+        ("h_vmem=2G,h_rt=90", 90.0),
+        (["h_vmem=2G", "h_rt=0:10:00"], 600.0),
+        ("h_rt=1:00:00,s_rt=0:50:00", 3000.0),
+        ("h_vmem=2G", None),
+        (None, None),
+    ],
+)
+def test_time_limit_of_qsub_resources(resources, seconds):
+    assert parsing.time_limit_seconds(resources) == seconds

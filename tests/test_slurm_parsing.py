@@ -122,3 +122,29 @@ def test_sacct_description():
         "State=OUT_OF_MEMORY ExitCode=0:125 NodeList=n3 Elapsed=00:00:04"
     )
     assert parsing.describe_sacct("") == ""
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("10", 600.0),
+        ("10:30", 630.0),
+        ("01:00:00", 3600.0),
+        ("2-0", 172800.0),
+        ("1-02:03", 93780.0),
+        ("1-02:03:04", 93784.0),
+        (90, 5400.0),
+        ("UNLIMITED", None),
+        ("soon", None),
+    ],
+)
+def test_time_limit_of_sbatch_time(text, seconds):
+    assert parsing.time_limit_seconds(text) == seconds
+
+
+def test_the_adapter_tells_the_time_limit_from_sbatch_options():
+    from pypoolparty.slurm.adapter import SlurmArrayScheduler
+
+    assert SlurmArrayScheduler(sbatch_options={"time": "0:30:00"}).time_limit() == 1800.0
+    assert SlurmArrayScheduler(sbatch_options={"t": 5}).time_limit() == 300.0
+    assert SlurmArrayScheduler(sbatch_options={}).time_limit() is None

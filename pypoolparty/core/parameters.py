@@ -21,14 +21,21 @@ initializer : callable or None
 initargs : tuple
     Arguments of ``initializer``.
 maxtasksperchild : int or None
-    Accepted for compatibility with ``multiprocessing.Pool``; it has no
-    effect.
+    A worker leaves after this many tasks (chunks, as in the stdlib) and a
+    new one takes its place if work is left. None: a worker serves the
+    pool's maps as long as there is work.
 work_dir : str or None
-    A directory on a filesystem the ${nodes} share. Each map makes a
-    private folder (mode 0700) in it, removed after success unless
-    ``keep_work_dir``, kept on failure. A shared directory with the sticky
-    bit (``/tmp``, a cluster's ``/scratch``) is fine. None: a new folder
-    under ``$$PYPOOLPARTY_WORK_DIR`` or the current directory.
+    A directory on a filesystem the ${nodes} share. The pool makes a
+    private folder (mode 0700) in it, ``pypoolparty-<date>-<time>-<random>``,
+    and each map a folder in that, removed after success unless
+    ``keep_work_dir``, kept on failure; the pool's folder goes when the pool
+    ends, unless a map's is kept. A shared directory with the sticky bit
+    (``/tmp``, a cluster's ``/scratch``) is fine. None:
+    ``$$PYPOOLPARTY_WORK_DIR`` or the current directory.
+idle_timeout : float
+    Seconds a worker waits for the pool's next map before it leaves the
+    cluster (default 60). Workers also leave at once when the pool is
+    closed and its work done, or terminated.
 python_path : str or None
     The Python interpreter on the ${nodes} (default: this one).
 polling_interval : float

@@ -118,6 +118,12 @@ class SlurmScheduler(Scheduler):
         self._accounting: typing.Optional[bool] = None
 
     # ------------------------------------------------------------- limits
+    def time_limit(self) -> typing.Optional[float]:
+        for key in ("time", "t"):
+            if self.sbatch_options.get(key):
+                return parsing.time_limit_seconds(self.sbatch_options[key])
+        return None
+
     def max_array_size(self, log: EventLog) -> int:
         """MaxArraySize of the cluster (read once): tasks per array."""
         if self._max_array_size is None:

@@ -148,3 +148,32 @@ def describe_sacct(stdout: str) -> str:
         if len(cols) >= 4 and cols[0]:
             return "State={:s} ExitCode={:s} NodeList={:s} Elapsed={:s}".format(*cols[:4])
     return ""
+
+
+def time_limit_seconds(value: typing.Any) -> typing.Optional[float]:
+    """Seconds of an sbatch ``--time``, or None if unlimited or unreadable.
+
+    SLURM reads ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M`` and ``D-H:M:S``.
+    """
+    text = str(value).strip()
+    if text.upper() in ("", "UNLIMITED", "INFINITE", "-1"):
+        return None
+    days = 0
+    if "-" in text:
+        day_text, text = text.split("-", 1)
+        if not day_text.isdigit():
+            return None
+        days = int(day_text)
+    parts = text.split(":")
+    if not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return None
+    numbers = [int(p) for p in parts]
+    if days:
+        hours, minutes, seconds = (numbers + [0, 0])[:3]
+    elif len(numbers) == 1:
+        hours, minutes, seconds = 0, numbers[0], 0
+    elif len(numbers) == 2:
+        hours, minutes, seconds = 0, numbers[0], numbers[1]
+    else:
+        hours, minutes, seconds = numbers
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)

@@ -9,7 +9,7 @@ import typing
 
 from ..core.commands import RetryPolicy
 from ..core.parameters import document
-from ..core.pool import ClusterPool
+from ..core.pool import DEFAULT_IDLE_TIMEOUT, ClusterPool
 from .adapter import SlurmArrayScheduler, SlurmCommands, SlurmJobScheduler, SlurmScheduler
 
 
@@ -27,6 +27,7 @@ class SlurmPool(ClusterPool):
         maxtasksperchild: typing.Optional[int] = None,
         *,
         work_dir: typing.Optional[str] = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         sbatch_options: typing.Optional[typing.Mapping[str, typing.Any]] = None,
         python_path: typing.Optional[str] = None,
         polling_interval: float = 5.0,
@@ -72,6 +73,7 @@ class SlurmPool(ClusterPool):
             maxtasksperchild,
             scheduler=scheduler,
             work_dir=work_dir,
+            idle_timeout=idle_timeout,
             python_path=python_path,
             polling_interval=polling_interval,
             max_num_resubmissions=max_num_resubmissions,

@@ -106,6 +106,9 @@ class SgeArrayScheduler(Scheduler):
         self._array_sizes: typing.Dict[str, int] = {}
 
     # ------------------------------------------------------------- limits
+    def time_limit(self) -> typing.Optional[float]:
+        return parsing.time_limit_seconds(self.qsub_options.get("l"))
+
     def max_array_tasks(self, log: EventLog) -> int:
         """``max_aj_tasks`` of the cell (read once): tasks per array."""
         if self._max_array_tasks is None:

@@ -115,3 +115,26 @@ def describe_qacct(stdout: str) -> str:
             fields.setdefault(parts[0], parts[1].strip())
     keep = [(k, fields[k]) for k in ("failed", "exit_status", "hostname", "maxvmem") if k in fields]
     return " ".join("{:s}={:s}".format(k, "_".join(v.split())) for k, v in keep)
+
+
+def time_limit_seconds(resources: typing.Any) -> typing.Optional[float]:
+    """Seconds of ``h_rt`` (or ``s_rt``) in qsub's ``-l`` values, or None.
+
+    ``resources`` is the value of the ``l`` option: ``"h_rt=1:00:00,h_vmem=2G"``
+    or a list of such. Grid Engine reads ``H:M:S`` or plain seconds.
+    """
+    values = resources if isinstance(resources, (list, tuple)) else [resources]
+    limits = []
+    for value in values:
+        if not isinstance(value, str):
+            continue
+        for item in value.replace(" ", ",").split(","):
+            key, _, text = item.partition("=")
+            if key.strip() not in ("h_rt", "s_rt"):
+                continue
+            parts = text.strip().split(":")
+            if not parts or not all(p.isdigit() for p in parts) or len(parts) > 3:
+                continue
+            numbers = [0] * (3 - len(parts)) + [int(p) for p in parts]
+            limits.append(float((numbers[0] * 60 + numbers[1]) * 60 + numbers[2]))
+    return min(limits) if limits else None
