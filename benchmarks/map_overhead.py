@@ -90,8 +90,8 @@ def benchmark_cluster(running, stock=False):
     (also the cwd), removed afterwards.
 
     running: use the cluster of $SLURM_CONF; else start a private local
-    cluster (``stock``: with SLURM's default scheduling parameters) and stop
-    it afterwards.
+    cluster (``stock``: with SLURM's default scheduling parameters), stop it
+    afterwards and remove its directory.
     """
     cluster = None
     if not running:
@@ -117,6 +117,7 @@ def benchmark_cluster(running, stock=False):
         shutil.rmtree(work_root, ignore_errors=True)
         if cluster is not None:
             cluster.stop()
+            shutil.rmtree(cluster.directory, ignore_errors=True)
 
 
 def add_cluster_options(parser):
