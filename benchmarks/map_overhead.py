@@ -14,8 +14,10 @@ cluster's first scheduling pass is not counted.
 
     python benchmarks/map_overhead.py             # starts a private local cluster
     python benchmarks/map_overhead.py --running   # uses the cluster of $SLURM_CONF
+    python benchmarks/map_overhead.py --stock     # a private cluster, SLURM's default scheduling
 """
 import argparse
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -26,6 +28,7 @@ import time
 
 import pypoolparty.slurm.array
 from pypoolparty.core import event_log
+from pypoolparty.slurm import parsing
 
 SBATCH_OPTIONS = {"time": "00:30:00"}
 
@@ -80,16 +83,23 @@ def map_costs(num_jobs, work_root):
     return calls.count("sbatch"), calls.count("squeue"), len(calls), files
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--running", action="store_true", help="use the cluster of $SLURM_CONF")
-    args = parser.parse_args()
+@contextlib.contextmanager
+def benchmark_cluster(running, stock=False):
+    """
+    A SLURM cluster to measure on, ready for jobs; yields a new work root
+    (also the cwd), removed afterwards.
 
+    running: use the cluster of $SLURM_CONF; else start a private local
+    cluster (``stock``: with SLURM's default scheduling parameters), stop it
+    afterwards and remove its directory.
+    """
     cluster = None
-    if not args.running:
+    if not running:
         from pypoolparty.testing.local_slurm import LocalSlurmCluster
 
-        cluster = LocalSlurmCluster(directory=tempfile.mkdtemp(prefix="ppp-bench-slurm-"))
+        cluster = LocalSlurmCluster(
+            directory=tempfile.mkdtemp(prefix="ppp-bench-slurm-"), stock=stock
+        )
         cluster.start()
         os.environ["SLURM_CONF"] = cluster.slurm_conf
     work_root = tempfile.mkdtemp(prefix="ppp-bench-work-")
@@ -101,8 +111,44 @@ def main():
             ["sbatch", "--wait", "--quiet", "--time=1", "--output=/dev/null", "--wrap=true"],
             check=True,
         )
+        yield work_root
+    finally:
+        os.chdir("/")
+        shutil.rmtree(work_root, ignore_errors=True)
+        if cluster is not None:
+            cluster.stop()
+            shutil.rmtree(cluster.directory, ignore_errors=True)
+
+
+def add_cluster_options(parser):
+    """``--running`` or ``--stock``, the arguments of :func:`benchmark_cluster`."""
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--running", action="store_true", help="use the cluster of $SLURM_CONF")
+    which.add_argument(
+        "--stock", action="store_true",
+        help="start the private cluster with SLURM's default scheduling parameters",
+    )
+
+
+def describe_cluster(slots):
+    """One line: the CPU slots, the scheduler's parameters, Python's version."""
+    config = subprocess.run(
+        ["scontrol", "show", "config"], stdout=subprocess.PIPE, text=True, check=True
+    ).stdout
+    parameters = parsing.parse_config(config).get("SchedulerParameters", "?")
+    return "cluster: {:d} CPU slots, SchedulerParameters={:s}; python {:s}".format(
+        slots, parameters, sys.version.split()[0]
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_cluster_options(parser)
+    args = parser.parse_args()
+
+    with benchmark_cluster(args.running, args.stock) as work_root:
         slots = cluster_cpus()
-        print("cluster: {:d} CPU slots; python {:s}".format(slots, sys.version.split()[0]))
+        print(describe_cluster(slots))
         print()
 
         cold = [timed(new_pool().map, trivial, range(100))[0] for _ in range(REPEATS)]
@@ -136,11 +182,6 @@ def main():
         for num in (10, 1000, 20000):
             sb, sq, allc, files = map_costs(num, work_root)
             print("             {:7d}   {:6d}   {:6d}   {:9d}   {:5d}".format(num, sb, sq, allc, files))
-    finally:
-        os.chdir("/")
-        shutil.rmtree(work_root, ignore_errors=True)
-        if cluster is not None:
-            cluster.stop()
 
 
 if __name__ == "__main__":

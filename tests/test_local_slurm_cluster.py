@@ -175,6 +175,27 @@ def test_two_clusters_side_by_side(cluster, tmp_path):
     assert cluster.node_states() == {"localhost": "idle"}
 
 
+def test_stock_cluster_runs_a_job(cluster, tmp_path, tmp_path_factory):
+    """SLURM's default scheduling parameters, as users' clusters have them."""
+    stock = LocalSlurmCluster(str(tmp_path_factory.mktemp("stock")), stock=True)
+    try:
+        stock.start()
+        config = run(stock, "scontrol", "show", "config").stdout
+        assert re.search(r"^SchedulerParameters\s*=\s*\(null\)$", config, re.M)
+        assert re.search(r"^Epilog\s*=\s*\(null\)$", config, re.M)
+        out = tmp_path / "stock.txt"
+        sbatch(stock, f"--output={out}", "--wrap", "echo stock")
+        assert wait_until(lambda: out.exists() and out.read_text() == "stock\n", timeout=30)
+    finally:
+        stock.stop()
+    assert stock.daemon_pids() == {}
+    # the tuned cluster of this module is what its directory runs
+    tuned_config = run(cluster, "scontrol", "show", "config").stdout
+    assert re.search(r"^SchedulerParameters\s*=\s*batch_sched_delay=0$", tuned_config, re.M)
+    with pytest.raises(local_slurm.LocalSlurmClusterError, match="tuned scheduling runs"):
+        LocalSlurmCluster(cluster.directory, max_array_size=MAX_ARRAY_SIZE, stock=True).start()
+
+
 def test_fail_set_down_and_resume_node(tmp_path):
     c = LocalSlurmCluster(str(tmp_path / "nodes"), num_nodes=2, cpus_per_node=1)
     try:

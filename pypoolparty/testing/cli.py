@@ -52,12 +52,15 @@ class Option:
         Converts its text.
     default : object
         Its value when it is not given.
+    switch : bool
+        True for an option without a value: ``True`` if given, else ``False``.
     """
 
     flag: str
     help: str
     type: Callable[[str], object] = int
     default: object = None
+    switch: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,9 +99,12 @@ class CommandLine:
         parser.add_argument("command", choices=COMMANDS)
         parser.add_argument("--dir", default=None, help=self.directory_help)
         for option in self.options:
-            parser.add_argument(
-                option.flag, type=option.type, default=option.default, help=option.help
-            )
+            if option.switch:
+                parser.add_argument(option.flag, action="store_true", help=option.help)
+            else:
+                parser.add_argument(
+                    option.flag, type=option.type, default=option.default, help=option.help
+                )
         parser.add_argument("--timeout", type=float, default=60.0, help="seconds (start, stop)")
         return parser
 

@@ -15,7 +15,7 @@ Everything needs root: the daemons run as root (``SlurmUser=root``) and
 Command line (see :mod:`pypoolparty.testing.cli`)::
 
     python -m pypoolparty.testing.local_slurm {install,start,stop,status,env}
-        [--dir DIR] [--nodes N] [--cpus-per-node C] [--timeout SECONDS]
+        [--dir DIR] [--nodes N] [--cpus-per-node C] [--stock] [--timeout SECONDS]
 
 ``start`` prints, as its last line, ``export SLURM_CONF=...`` for a shell to
 ``eval``; ``env`` prints only that line. The default directory is
@@ -70,6 +70,11 @@ class LocalSlurmCluster(LocalCluster):
     cgroup_config : dict of str to str or None
         Lines for ``cgroup.conf``, e.g. ``{"ConstrainRAMSpace": "yes"}``.
         Empty by default (``slurm.conf`` does not use cgroups by default).
+    stock : bool
+        SLURM's default scheduling latency, as users' clusters have it: no
+        ``SchedulerParameters`` and no ``Epilog`` (see Notes). The rest is
+        the same; it matters only once a node fails or a job is requeued
+        (``SlurmdTimeout``, ``MessageTimeout``, ``AuthInfo``, ``ReturnToService``).
 
     Attributes
     ----------
@@ -87,8 +92,8 @@ class LocalSlurmCluster(LocalCluster):
     so the first job waits until then; afterwards a job starts ~0.05-1 s
     after ``sbatch`` and 20 trivial array tasks on 2 CPUs take ~1 s (the
     ``Epilog`` and ``SchedulerParameters`` it sets make the difference; with
-    SLURM's defaults it is ~30 s). The daemons are started with
-    ``slurmctld -c`` and ``slurmd -c``: no job survives a restart, but job
+    SLURM's defaults, as with ``stock=True``, it is ~30 s). The daemons are
+    started with ``slurmctld -c`` and ``slurmd -c``: no job survives a restart, but job
     ids keep counting up in the same directory.
     """
 
@@ -106,6 +111,7 @@ class LocalSlurmCluster(LocalCluster):
         extra_config: dict[str, str] | None = None,
         *,
         cgroup_config: dict[str, str] | None = None,
+        stock: bool = False,
     ) -> None:
         if cpus_per_node is None:
             cpus_per_node = os.cpu_count() or 1
@@ -122,6 +128,7 @@ class LocalSlurmCluster(LocalCluster):
         self.max_array_size = int(max_array_size)
         self.extra_config = dict(extra_config or {})
         self.cgroup_config = dict(cgroup_config or {})
+        self.stock = bool(stock)
         if self.num_nodes == 1:
             self.node_names = ["localhost"]
         else:
@@ -129,8 +136,8 @@ class LocalSlurmCluster(LocalCluster):
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(directory={self.directory!r}, "
-            f"num_nodes={self.num_nodes}, cpus_per_node={self.cpus_per_node})"
+            f"{type(self).__name__}(directory={self.directory!r}, num_nodes={self.num_nodes}, "
+            f"cpus_per_node={self.cpus_per_node}, stock={self.stock})"
         )
 
     # ------------------------------------------------------------------
@@ -183,7 +190,8 @@ class LocalSlurmCluster(LocalCluster):
         ------
         LocalSlurmClusterError
             If it is not root, on a timeout (with the tail of the daemons'
-            logs), or if this directory runs a cluster with other nodes.
+            logs), or if this directory runs a cluster with other nodes or
+            other scheduling settings (tuned or ``stock``).
         """
         deadline = time.monotonic() + timeout
         slurm_config.check_path_length(self)
@@ -191,12 +199,7 @@ class LocalSlurmCluster(LocalCluster):
         if os.geteuid() != 0:
             raise self.error("starting SLURM daemons needs root")
         if self.is_running():
-            running = sorted(r.name for r in self.records.all() if r.name.startswith("slurmd-"))
-            if running != sorted("slurmd-" + n for n in self.node_names):
-                raise self.error(
-                    f"a cluster with other nodes ({running}) runs in "
-                    f"{self.directory}; stop it first"
-                )
+            slurm_config.check_running_cluster_matches(self)
             return
         self.stop()  # leftovers of a cluster that died half-way
         try:
@@ -430,7 +433,9 @@ def default_directory() -> str:
 
 
 def _from_arguments(directory: str, args: argparse.Namespace) -> LocalSlurmCluster:
-    return LocalSlurmCluster(directory, num_nodes=args.nodes, cpus_per_node=args.cpus_per_node)
+    return LocalSlurmCluster(
+        directory, num_nodes=args.nodes, cpus_per_node=args.cpus_per_node, stock=args.stock
+    )
 
 
 COMMAND_LINE = cli.CommandLine(
@@ -441,6 +446,7 @@ COMMAND_LINE = cli.CommandLine(
     options=(
         cli.Option("--nodes", "number of nodes (start)", default=1),
         cli.Option("--cpus-per-node", "CPUs per node (default: this machine's)"),
+        cli.Option("--stock", "SLURM's default scheduling latency, untuned (start)", switch=True),
     ),
     make_cluster=_from_arguments,
 )

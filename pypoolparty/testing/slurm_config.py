@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from . import daemons
 
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 # sched_min_interval, sched_interval and default_queue_depth made no
 # measurable difference here.
 SCHEDULER_PARAMETERS = "batch_sched_delay=0"
+
+#: The keys of ``slurm.conf`` by which a tuned cluster starts jobs sooner
+#: than SLURM's defaults; a stock cluster leaves them out.
+TUNING_KEYS = ("SchedulerParameters", "Epilog")
 
 MAX_UNIX_SOCKET_PATH = 107
 
@@ -113,8 +117,7 @@ def config_lines(
         "SelectType": "select/cons_tres",
         "SelectTypeParameters": "CR_Core",
         "SchedulerType": "sched/backfill",
-        "SchedulerParameters": SCHEDULER_PARAMETERS,
-        "Epilog": true,
+        **scheduling_tuning(cluster),
         "MailProg": true,
         "ReturnToService": "1",
         "MaxArraySize": str(cluster.max_array_size),
@@ -150,6 +153,50 @@ def config_lines(
         "Default=YES MaxTime=INFINITE State=UP"
     )
     return lines
+
+
+def scheduling_tuning(cluster: "LocalSlurmCluster") -> dict[str, str]:
+    """
+    The ``slurm.conf`` settings (:data:`TUNING_KEYS`) that start jobs sooner
+    than SLURM's defaults do: none if ``cluster.stock``.
+    """
+    if cluster.stock:
+        return {}
+    return {"SchedulerParameters": SCHEDULER_PARAMETERS, "Epilog": cluster.which_or_raise("true")}
+
+
+def tuning_of(lines: Iterable[str]) -> dict[str, str]:
+    """The :data:`TUNING_KEYS` settings among lines of a ``slurm.conf``."""
+    found = {}
+    for line in lines:
+        key, sep, value = line.strip().partition("=")
+        if sep and key in TUNING_KEYS:
+            found[key] = value
+    return found
+
+
+def check_running_cluster_matches(cluster: "LocalSlurmCluster") -> None:
+    """
+    Raise unless the cluster running in the directory has the nodes of
+    ``cluster`` and its scheduling settings (tuned or ``stock``).
+
+    Raises
+    ------
+    LocalSlurmClusterError
+        Saying what differs.
+    """
+    running = sorted(r.name for r in cluster.records.all() if r.name.startswith("slurmd-"))
+    if running != sorted("slurmd-" + n for n in cluster.node_names):
+        raise cluster.error(
+            f"a cluster with other nodes ({running}) runs in {cluster.directory}; stop it first"
+        )
+    with open(cluster.slurm_conf) as f:
+        written = tuning_of(f)
+    if written != tuning_of(config_lines(cluster, 0, [0] * cluster.num_nodes)):
+        other = "tuned" if cluster.stock else "stock"
+        raise cluster.error(
+            f"a cluster with {other} scheduling runs in {cluster.directory}; stop it first"
+        )
 
 
 def write_files(cluster: "LocalSlurmCluster") -> None:
