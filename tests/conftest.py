@@ -68,6 +68,17 @@ def pytest_collection_modifyitems(items):
             item.add_marker("cluster")
 
 
+@pytest.fixture(autouse=True)
+def no_pool_outlives_its_test():
+    """Terminate the pools a test left running: their idle workers would
+    hold the test cluster's slots until their idle_timeout."""
+    yield
+    from pypoolparty.core import pool as core_pool
+
+    for pool in list(core_pool._live_pools):
+        pool.terminate()
+
+
 @contextlib.contextmanager
 def local_cluster(cluster, what):
     """Start ``cluster`` (a local SLURM or Grid Engine), stop it afterwards.

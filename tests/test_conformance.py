@@ -332,7 +332,7 @@ def test_maxtasksperchild(make_pool):
     pids = pool.map(jobs.pid_of, range(4), chunksize=1)
     assert len(set(pids)) == 4
     pool = make_pool(processes=1, maxtasksperchild=2)
-    pids = pool.map(jobs.pid_of, range(4), chunksize=2)
+    pids = pool.map(jobs.pid_of, range(8), chunksize=2)
     assert len(set(pids)) == 2
 
 

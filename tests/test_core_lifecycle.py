@@ -217,4 +217,4 @@ def test_an_idle_worker_looks_at_the_pool_dir_about_once_a_second(tmp_path, monk
     assert {path for _, path in looks} == {pool_dir.join("open")}
     late = [t for t, _ in looks if t - started >= 3.0]
     assert len(late) <= 2 * 2  # at most 2 per second once idle a few seconds
-    assert len(looks) <= 30
+    assert len(looks) <= 40  # fast right after work, then backing off

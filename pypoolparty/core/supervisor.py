@@ -41,7 +41,7 @@ class PollIntervals:
     """
 
     scheduler: float = 5.0
-    files_min: float = 0.005
+    files_min: float = 0.002
     files_max: float = 0.25
     files_growth: float = 1.3
     drain: float = 0.5

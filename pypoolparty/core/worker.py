@@ -37,9 +37,9 @@ from .pooldir import ExitReason, PoolDir, WorkerSettings
 from .workdir import Manifest, WorkDir
 
 #: Seconds between two looks at the pool dir right after work ...
-POLL_MIN = 0.005
+POLL_MIN = 0.002
 #: ... growing by this factor with each look that found nothing ...
-POLL_GROWTH = 1.5
+POLL_GROWTH = 1.3
 #: ... up to this: an idle worker lists one folder about once a second.
 POLL_MAX = 1.0
 #: Seconds kept free before the time limit for the last result's write
