@@ -3,7 +3,7 @@
 map.
 
 Calls made in quick succession are gathered in an :class:`ApplyQueue` and
-run as one map (one submission) once no call came for
+run as one map (at most one submission) once no call came for
 :data:`QUIET_SECONDS` or the oldest waited :data:`MAX_WAIT_SECONDS`; job
 ``i`` of that map is call ``i`` and has its own :class:`ApplyResult`.
 """

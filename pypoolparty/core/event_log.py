@@ -1,5 +1,6 @@
 """
-The JSON-lines log of a map: every scheduler call and every decision.
+The JSON-lines logs of a pool and of its maps: every scheduler call and
+every decision.
 
 Built on json_line_logger. Each line is a JSON object whose ``"m"`` field is
 itself a JSON object ``{"event": ..., ...fields}``, so a log reads back with

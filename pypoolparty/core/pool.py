@@ -317,8 +317,8 @@ class ClusterPool:
     ) -> AsyncResult:
         """Start ``func(*args, **kwds)``; return an AsyncResult at once.
 
-        Calls made in quick succession run together as one map (one
-        submission), each with its own result.
+        Calls made in quick succession run together as one map (at most
+        one submission), each with its own result.
         """
         self._check_running()
         kwds = {} if kwds is None else dict(kwds)

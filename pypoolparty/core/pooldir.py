@@ -16,9 +16,9 @@ The only code that knows this layout::
         log.jsonl                the pool's log: submissions, workers' states
         map-<n>-<random>/        one per map, see :mod:`.workdir`
 
-An idle worker lists ``open/`` and nothing else: one metadata operation
-tells it the maps in flight, oldest first by name, and whether the pool is
-closed or stopped. A map leaves ``open/`` when it ends, so finished and
+An idle worker between maps lists ``open/`` and nothing else: one
+metadata operation tells it the maps in flight, oldest first by name, and
+whether the pool is closed or stopped. A map leaves ``open/`` when it ends, so finished and
 failed maps cost the workers nothing.
 """
 from __future__ import annotations

@@ -64,7 +64,7 @@ class WorkerStatus:
 
 @dataclasses.dataclass(frozen=True)
 class SubmitRequest:
-    """Start ``num_workers`` workers of one map.
+    """Start ``num_workers`` workers of a pool.
 
     Parameters
     ----------

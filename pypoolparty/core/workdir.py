@@ -83,7 +83,7 @@ class Manifest:
 def make_private_dir(path: str) -> None:
     """Create ``path`` (and parents) if missing; refuse it if it is unsafe.
 
-    ``path`` is where the pool makes its map dirs (each private, mode 0700).
+    ``path`` is where the pool makes its folder (private, mode 0700).
     It is safe if only you can change what is in it: a directory of your
     own that group and others cannot write, or a shared one with the sticky
     bit owned by root or you (``/tmp``, a cluster's ``/scratch``), in which
@@ -93,7 +93,7 @@ def make_private_dir(path: str) -> None:
     ------
     WorkDirError
         If ``path`` is not a directory, or another user could replace the
-        map dirs in it and so plant pickles that the pool would load.
+        pool's folder in it and so plant pickles that the pool would load.
     """
     os.makedirs(path, mode=0o700, exist_ok=True)
     check_private_dir(path)

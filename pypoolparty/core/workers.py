@@ -32,7 +32,7 @@ from .scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus
 
 logger = logging.getLogger("pypoolparty")
 
-#: At most this many ended workers of a map are looked up in detail (a call each).
+#: At most this many ended workers of the pool are looked up in detail (a call each).
 MAX_DESCRIBED_WORKERS = 10
 
 #: Scheduler polls that must see a worker ended (or held) before it counts so.
@@ -48,7 +48,7 @@ class Observation(enum.Enum):
 
 @dataclasses.dataclass
 class WorkerRecord:
-    """What the map knows of one worker."""
+    """What the pool knows of one worker."""
 
     worker_id: str
     submission: int
@@ -91,7 +91,7 @@ class WorkerRecord:
 
 @dataclasses.dataclass
 class Submission:
-    """One call of the scheduler's submit for this map."""
+    """One call of the scheduler's submit for the pool."""
 
     worker_ids: typing.List[str]
     productive: bool = False

@@ -95,8 +95,11 @@ class ArrayPool(SlurmPool):
     into a work dir on the shared filesystem, submits job arrays whose
     tasks claim chunks of jobs until none is left, and returns the results
     in order, exactly as ``multiprocessing.Pool().map(func, jobs)`` would.
-    One ``sbatch --array`` per map (per MaxArraySize workers); ``processes``
-    is also the array's throttle (``%N``).
+    The tasks serve the pool's later maps too: a submission is made only
+    when the maps need more workers than are alive, so a loop of maps
+    submits once while its workers live. One ``sbatch --array`` per
+    submission (per MaxArraySize workers); ``processes`` is also the
+    array's throttle (``%N``).
 
     Parameters
     ----------
