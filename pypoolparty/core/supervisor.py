@@ -84,6 +84,8 @@ class Supervisor:
         self._need_plan = False
         self._next_poll = 0.0
         self._unproductive_in_a_row = 0
+        self._last_busy = time.monotonic()
+        self._unstarted_cancelled = True
 
     # -------------------------------------------------------------- control
     def add(self, run: MapRun) -> None:
@@ -94,6 +96,7 @@ class Supervisor:
                 self._next_poll = time.monotonic() + self.intervals.scheduler
             self._runs.append(run)
             self._need_plan = True
+            self._unstarted_cancelled = False
         self.ensure_thread()
 
     def ensure_thread(self) -> None:
@@ -192,8 +195,12 @@ class Supervisor:
         if live and self._need_plan:
             self._need_plan = False
             self._submit(live, log)
-        if not live and self._stopping:
+        if live:
+            self._last_busy = time.monotonic()
+        elif self._stopping:
             self._start_drain(log)
+        elif time.monotonic() - self._last_busy >= self.intervals.scheduler:
+            self._cancel_unstarted(log)
         if fleet.alive_ids() and time.monotonic() >= self._next_poll:
             fleet.note_exits(log)  # a worker that said it leaves needs one poll
             self._poll(live, log)
@@ -223,6 +230,14 @@ class Supervisor:
         except errors.SchedulerCommandError as err:
             for run in runs:
                 run.fail(err)
+
+    def _cancel_unstarted(self, log) -> None:
+        """No map for a polling interval: workers still queued would start
+        only to wait, holding a slot. Those that run stay until their
+        ``idle_timeout``; a map that comes later submits again."""
+        if not self._unstarted_cancelled:
+            self._unstarted_cancelled = True
+            self.fleet.cancel_unstarted("no map needs it", log)
 
     def _start_drain(self, log) -> None:
         """The pool is closed and its work is done: cancel who never started."""
