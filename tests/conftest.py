@@ -68,11 +68,11 @@ def pytest_collection_modifyitems(items):
             item.add_marker("cluster")
 
 
-@pytest.fixture(autouse=True)
-def no_pool_outlives_its_test():
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item):
     """Terminate the pools a test left running: their idle workers would
-    hold the test cluster's slots until their idle_timeout."""
-    yield
+    hold the test cluster's slots until their idle_timeout. Before the
+    fixtures' teardown, while their environment still names the cluster."""
     from pypoolparty.core import pool as core_pool
 
     for pool in list(core_pool._live_pools):
@@ -253,10 +253,11 @@ def sleeping_workers(name, log_dir, num_workers, max_running):
 
 
 def claimant(work_dir, chunk=0, timeout=60):
-    """The worker that claimed ``chunk`` of the one map in ``work_dir``, once one did."""
+    """The worker that claimed ``chunk`` of the one map of the pool in ``work_dir``, once one did."""
     def claim():
-        maps = os.listdir(work_dir) if os.path.isdir(work_dir) else []
-        return [os.path.join(work_dir, m, "claims", str(chunk)) for m in maps][:1]
+        from fake_jobs import map_dirs
+
+        return [os.path.join(m, "claims", str(chunk)) for m in map_dirs(work_dir)][:1]
 
     assert wait_until(lambda: any(os.path.exists(c) for c in claim()), timeout=timeout)
     with open(claim()[0]) as f:

@@ -7,7 +7,6 @@ worker of the pool is left in the queue; an idle worker leaves after
 finish.
 """
 import os
-import time
 
 import pytest
 

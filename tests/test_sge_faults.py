@@ -29,6 +29,7 @@ from conftest import (
     unique_name,
     wait_until,
 )
+from fake_jobs import map_dirs
 
 
 def our_jobs(name):
@@ -57,7 +58,7 @@ def tasks_in(name, state):
 
 
 def events_of(work_dir):
-    (map_dir,) = os.listdir(work_dir)
+    (map_dir,) = map_dirs(work_dir)
     return event_log.read(os.path.join(str(work_dir), map_dir, "log.jsonl"))
 
 
@@ -96,7 +97,7 @@ def test_a_task_that_dies_is_resubmitted(sge, tmp_path, new_pool):
     pool = new_pool(processes=2, job_name=name, work_dir=str(wd), keep_work_dir=True)
     result = pool.map_async(die_once(str(tmp_path / "died")), range(6), chunksize=2)
     assert result.get(timeout=120) == list(range(1, 7))
-    (map_dir,) = os.listdir(wd)
+    (map_dir,) = map_dirs(wd)
     events = event_log.read(str(wd / map_dir / "log.jsonl"))
     assert [e["chunk"] for e in events if e["event"] == "chunk_lost"] == [0]
     assert wait_until(lambda: our_jobs(name) == [], timeout=15)

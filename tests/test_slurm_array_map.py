@@ -23,6 +23,7 @@ from pypoolparty.core import event_log
 from pypoolparty.slurm.array import Pool
 
 from conftest import TEST_SBATCH_OPTIONS, most_at_once, noted_run, unique_name
+from fake_jobs import map_dirs
 
 
 def square(x):
@@ -58,10 +59,6 @@ def pool_of(**kwargs):
     kwargs.setdefault("sbatch_options", dict(TEST_SBATCH_OPTIONS))
     kwargs.setdefault("polling_interval", 1.0)
     return Pool(**kwargs)
-
-
-def map_dirs(root):
-    return [n for n in os.listdir(root) if n.startswith("map-")]
 
 
 # ------------------------------------------------------------------ sizes
@@ -453,10 +450,13 @@ def test_default_work_dir_is_new_private_and_removed_after_success(slurm, tmp_pa
     made = set(os.listdir(tmp_path)) - before
     assert len(made) == 1
     root = tmp_path / made.pop()
-    (map_dir,) = map_dirs(str(root))
+    (map_dir,) = map_dirs(str(tmp_path))
     assert stat.S_IMODE(os.stat(root).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(root / map_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(map_dir).st_mode) == 0o700
     assert result.get(timeout=120) == [i * i for i in range(20)]
+    assert not os.path.exists(map_dir)
+    pool.close()
+    pool.join()
     assert not root.exists()
 
 
@@ -467,7 +467,7 @@ def test_work_dir_env_variable(slurm, tmp_path, monkeypatch):
     pool = pool_of(keep_work_dir=True)
     assert pool.map(square, [2]) == [4]
     (root,) = os.listdir(base)
-    assert len(map_dirs(str(base / root))) == 1
+    assert len(map_dirs(str(base))) == 1
 
 
 def test_result_files_are_private(slurm, tmp_path):

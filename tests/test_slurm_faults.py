@@ -23,6 +23,7 @@ import pypoolparty.slurm.array
 from conftest import TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
 
 import conformance_jobs as jobs
+from fake_jobs import map_dirs
 
 
 def sbatch(*args):
@@ -44,7 +45,7 @@ def tasks_in(name, state):
 
 
 def events_of(work_dir):
-    (map_dir,) = os.listdir(work_dir)
+    (map_dir,) = map_dirs(work_dir)
     return event_log.read(os.path.join(work_dir, map_dir, "log.jsonl"))
 
 

@@ -24,6 +24,7 @@ from pypoolparty.testing.local_slurm import SCHEDULER_PARAMETERS, LocalSlurmClus
 from pypoolparty.slurm.array import Pool
 
 from conftest import local_cluster, squeue_names, unique_name, use_slurm, wait_until
+from fake_jobs import map_dirs
 
 #: What makes a node failure quick (see clusters.md): NODE_FAIL ~10 s after
 #: the node stops answering; a node set down stays down until resumed. A
@@ -187,7 +188,7 @@ def _queue_empties(name, cluster):
 
 
 def _events(work_dir):
-    (map_dir,) = os.listdir(work_dir)
+    (map_dir,) = map_dirs(work_dir)
     return event_log.read(os.path.join(str(work_dir), map_dir, "log.jsonl"))
 
 

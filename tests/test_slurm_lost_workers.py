@@ -12,6 +12,7 @@ from pypoolparty.core import event_log
 from pypoolparty.slurm.array import Pool
 
 from conftest import TEST_SBATCH_OPTIONS, squeue_names, unique_name, wait_until
+from fake_jobs import map_dirs
 
 
 def die_once(marker_dir, how):
@@ -47,7 +48,7 @@ def test_jobs_of_a_dead_worker_are_resubmitted(slurm, tmp_path, how, processes):
     result = pool.map_async(die_once(str(tmp_path), how), range(10), chunksize=2)
     assert result.get(timeout=90) == list(range(1, 11))
     assert time.monotonic() - t0 < 60
-    (map_dir,) = os.listdir(wd)
+    (map_dir,) = map_dirs(wd)
     events = event_log.read(str(wd / map_dir / "log.jsonl"))
     lost = [e for e in events if e["event"] == "chunk_lost"]
     assert [e["chunk"] for e in lost] == [0]
