@@ -54,7 +54,10 @@ def pool_maker(request, tmp_path, monkeypatch):
         """A pool; ``ours`` are keywords of the cluster pools (over the defaults)."""
         args = (processes, initializer, initargs, maxtasksperchild)
         if kind == "multiprocessing":
-            pool = multiprocessing.Pool(*args)
+            # Not fork: this process runs threads (pools' supervisors), and a
+            # child forked while one holds a lock may hang (maxtasksperchild
+            # forks new workers mid-map).
+            pool = multiprocessing.get_context("forkserver").Pool(*args)
         elif kind == "local":
             pool = pypoolparty.local.Pool(*args)
         else:
