@@ -100,6 +100,8 @@ def test_a_task_that_dies_is_resubmitted(sge, tmp_path, new_pool):
     (map_dir,) = map_dirs(wd)
     events = event_log.read(str(wd / map_dir / "log.jsonl"))
     assert [e["chunk"] for e in events if e["event"] == "chunk_lost"] == [0]
+    pool.close()
+    pool.join()
     assert wait_until(lambda: our_jobs(name) == [], timeout=15)
 
 
@@ -119,6 +121,8 @@ def test_tasks_in_error_state_are_resubmitted_then_reported(sge, tmp_path, new_p
     assert "Eqw" in msg
     assert "no/such/dir" in msg  # the reason from qstat -j
     assert "error state" in msg  # the hint
+    pool.close()
+    pool.join()
     assert wait_until(lambda: our_jobs(name) == [], timeout=15)
 
 
@@ -128,6 +132,8 @@ def test_terminate_leaves_nothing_in_qstat(sge, tmp_path, new_pool):
     result = pool.map_async(jobs.sleep_then_return, [300, 300, 300], chunksize=1)
     assert wait_until(lambda: sum(1 for _, s in our_jobs(name) if s == "r") >= 1, timeout=60)
     pool.terminate()
+    pool.close()
+    pool.join()
     assert wait_until(lambda: our_jobs(name) == [], timeout=15)
     with pytest.raises(errors.CancelledError):
         result.get(timeout=10)
@@ -183,6 +189,8 @@ def test_a_deleted_task_is_replaced_within_processes(sge, tmp_path, new_pool):
     qsubs = [e["argv"] for e in named(events, "command") if e["argv"][0] == "qsub"]
     assert len(qsubs) == 2  # the replacement
     assert all(argv[argv.index("-tc") + 1] == "1" for argv in qsubs)
+    pool.close()
+    pool.join()
     assert wait_until(lambda: our_jobs(name) == [], timeout=15)
 
 
@@ -213,6 +221,8 @@ def test_a_job_that_raises_cancels_the_rest_of_the_map(sge, new_pool):
     with pytest.raises(ValueError, match="first"):
         result.get(timeout=60)
     assert time.monotonic() - t0 < 60
+    pool.close()
+    pool.join()
     assert wait_until(lambda: our_jobs(name) == [], timeout=15)
 
 
@@ -241,6 +251,8 @@ def test_a_held_task_is_cancelled_and_resubmitted(sge, tmp_path, new_pool):
     assert cancelled["worker"] == held
     assert "h" in cancelled["scheduler_state"]
     assert len(named(events, "submitted")) == 2
+    pool.close()
+    pool.join()
     assert wait_until(lambda: our_jobs(name) == [], timeout=15)
 
 

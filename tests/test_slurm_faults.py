@@ -121,6 +121,11 @@ def test_a_job_that_raises_cancels_the_rest_of_the_map(slurm, kind, new_pool):
     with pytest.raises(ValueError, match="first"):
         result.get(timeout=60)
     assert time.monotonic() - t0 < 60
+    # The worker that ran the other jobs is cancelled; the one whose job
+    # raised waits for the pool's next map, until the pool ends.
+    assert wait_until(lambda: len(squeue_names(name)) == 1, timeout=10)
+    assert pool.map(jobs.square, [3]) == [9]
+    pool.terminate()
     assert wait_until(lambda: squeue_names(name) == [], timeout=10)
 
 
@@ -148,7 +153,9 @@ def test_a_held_worker_is_cancelled_and_resubmitted(slurm, tmp_path, kind, new_p
     assert cancelled["worker"] == held
     assert "Held" in cancelled["reason"]
     assert len([e for e in events if e["event"] == "submitted"]) == 2
-    assert wait_until(lambda: squeue_names(name) == [], timeout=10)
+    pool.close()
+    pool.join()
+    assert squeue_names(name) == []
 
 
 def append_and_sleep(args):
@@ -171,7 +178,9 @@ def test_a_requeued_worker_finishes_its_chunks_and_results_count_once(slurm, tmp
     executed = [int(x) for x in runs.read_text().split()]
     assert executed.count(0) == 2  # the requeue ran job 0 again ...
     assert sorted(set(executed)) == [0, 1, 2, 3]  # ... and each result counts once
-    assert wait_until(lambda: squeue_names(name) == [], timeout=10)
+    pool.close()
+    pool.join()
+    assert squeue_names(name) == []
 
 
 # ----------------------------------------- scheduler commands that fail
@@ -193,9 +202,11 @@ def test_transient_scancel_failures_are_retried(slurm, tmp_path, new_pool):
     )
     name = unique_name()
     pool = new_pool(name, scancel_path=scancel, processes=2)
-    result = pool.map_async(jobs.fail_on_two, range(2, 8), chunksize=1)
-    with pytest.raises(ValueError):
-        result.get(timeout=120)
+    result = pool.map_async(jobs.sleep_then_return, [30, 30])
+    assert wait_until(lambda: len(tasks_in(name, "RUNNING")) == 2, timeout=60)
+    pool.terminate()
+    with pytest.raises(errors.CancelledError):
+        result.get(timeout=10)
     assert int(counter.read_text()) >= 3
     assert wait_until(lambda: squeue_names(name) == [], timeout=15)
 
@@ -211,4 +222,6 @@ def test_a_permanent_squeue_failure_raises_in_seconds(slurm, tmp_path, new_pool)
     with pytest.raises(errors.SchedulerCommandError, match="Invalid user"):
         result.get(timeout=60)
     assert time.monotonic() - t0 < 15
+    pool.close()
+    pool.join()  # cannot ask squeue: cancels the workers rather than hang
     assert wait_until(lambda: squeue_names(name) == [], timeout=10)

@@ -327,16 +327,15 @@ def test_node_fail_without_requeue_resubmits_the_lost_jobs(on_multinode, tmp_pat
     assert [(e["chunk"], e["scheduler_state"], e["attempt"]) for e in lost] == [
         (0, "NODE_FAIL", 1)
     ]
-    assert len(_named(events, "submitted")) == 2
     assert len(_named(events, "completed")) == 1
 
     runs = _runs(tmp_path)
     assert len(runs[0]) == 2
     first, second = sorted(runs[0], key=lambda r: r["node"] != node)
     assert first["node"] == node
-    assert second["node"] != node  # a new worker, elsewhere
+    # Elsewhere: the other worker if it was free by then, else a new one.
+    assert second["node"] != node
     assert second["worker"] != first["worker"]
-    assert second["worker"] in _named(events, "submitted")[1]["workers"]
     assert all(len(runs[x]) == 1 for x in range(1, 8))
 
 

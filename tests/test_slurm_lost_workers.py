@@ -78,6 +78,8 @@ def test_jobs_lost_too_often_raise_with_the_reason(slurm, tmp_path):
     assert info.value.job_indices == [0, 1, 2]
     assert os.path.isdir(info.value.work_dir)
     assert isinstance(info.value, RuntimeError)
+    pool.close()
+    pool.join()
     assert wait_until(lambda: squeue_names(name) == [], timeout=10)
 
 
@@ -99,4 +101,6 @@ def test_workers_that_cannot_start_end_the_map_with_a_clear_error(slurm, tmp_pat
     msg = str(info.value)
     assert "without returning any result" in msg
     assert "no-such-python" in msg  # the tail of the worker's output
+    pool.close()
+    pool.join()
     assert wait_until(lambda: squeue_names(name) == [], timeout=10)

@@ -255,6 +255,11 @@ class Supervisor:
                 run.fail(err)
             if not runs:
                 log.warning("poll_failed", error=str(err))
+            if self._draining:
+                # join() cannot learn when the workers are gone: cancel them
+                # and stop waiting rather than hang.
+                fleet.cancel(fleet.alive_ids(), "the pool ends", log)
+                self._draining = False
             return
         ended, held = fleet.note_states(statuses, log)
         if held:
