@@ -40,8 +40,9 @@ from .workdir import Manifest, WorkDir
 POLL_MIN = 0.002
 #: ... growing by this factor with each look that found nothing ...
 POLL_GROWTH = 1.3
-#: ... up to this: an idle worker lists one folder about once a second.
-POLL_MAX = 1.0
+#: ... up to this: an idle worker lists one folder every two seconds (one
+#: listing is an open, a stat and two getdents: two system calls a second).
+POLL_MAX = 2.0
 #: Seconds kept free before the time limit for the last result's write
 #: (at most a tenth of the limit).
 TIME_LIMIT_MARGIN = 10.0
