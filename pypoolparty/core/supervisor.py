@@ -75,6 +75,9 @@ class Supervisor:
         self._before_round = before_round
         self._max_num_resubmissions = max_num_resubmissions
         self._cond = threading.Condition()
+        # Set by whoever wakes the thread, so that a wake-up that comes
+        # while a round runs is not lost.
+        self._woken = False
         self._runs: typing.List[MapRun] = []
         self.fleet: typing.Optional[Fleet] = None
         self._thread: typing.Optional[threading.Thread] = None
@@ -111,6 +114,7 @@ class Supervisor:
                     target=self._loop, name="pypoolparty-" + self.name, daemon=True
                 )
                 self._thread.start()
+            self._woken = True
             self._cond.notify_all()
 
     def runs(self) -> typing.List[MapRun]:
@@ -121,6 +125,7 @@ class Supervisor:
         """Let the thread end once no map is active any more."""
         with self._cond:
             self._stopping = True
+            self._woken = True
             self._cond.notify_all()
         self._join_thread(timeout)
 
@@ -131,6 +136,7 @@ class Supervisor:
         with self._cond:
             self._stopping = True
             self._draining = True
+            self._woken = True
             self._cond.notify_all()
         self._join_thread(None)
 
@@ -141,6 +147,7 @@ class Supervisor:
 
     def wake(self) -> None:
         with self._cond:
+            self._woken = True
             self._cond.notify_all()
 
     # ----------------------------------------------------------------- loop
@@ -168,7 +175,9 @@ class Supervisor:
             else:
                 wait = min(wait * self.intervals.files_growth, self.intervals.files_max)
             with self._cond:
-                if pending:
+                if self._woken:
+                    self._woken = False  # something came during the round
+                elif pending:
                     self._cond.wait(self.intervals.files_min)
                 elif active:
                     self._cond.wait(wait)
