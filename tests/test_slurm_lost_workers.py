@@ -53,7 +53,12 @@ def test_jobs_of_a_dead_worker_are_resubmitted(slurm, tmp_path, how, processes):
     lost = [e for e in events if e["event"] == "chunk_lost"]
     assert [e["chunk"] for e in lost] == [0]
     assert lost[0]["scheduler_state"] in ("FAILED", "")
-    assert len([e for e in events if e["event"] == "submitted"]) == 2
+    submissions = len([e for e in events if e["event"] == "submitted"])
+    if processes == 1:
+        assert submissions == 2  # nobody else could take the lost chunk
+    else:
+        # The other worker takes it if it is free by then, else a new one.
+        assert submissions in (1, 2)
 
 
 def test_jobs_lost_too_often_raise_with_the_reason(slurm, tmp_path):
