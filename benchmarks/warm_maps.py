@@ -16,7 +16,8 @@ Runs, in one process and on one SLURM cluster (issue 9, item 6):
 (c) the first (cold) map of a new pool (``slots`` trivial jobs) / a bare
     ``sbatch --array`` of as many tasks as that map submitted workers, each
     task starting the same Python to write a file, timed until all files
-    exist; medians of several runs, the two alternating;
+    exist; medians of several runs, the two alternating, each started
+    ``SETTLE_SECONDS`` after the last jobs left;
 (d) the sbatch and squeue calls of (a), and of its pool while it idles
     after, counted by wrappers of the pool's SLURM commands
     (benchmarks/slurm_calls.py);
@@ -69,6 +70,11 @@ SEED = 9
 IDLE_SETTLE_SECONDS = 5.0
 #: Seconds to wait for the bare array's files, or for jobs to leave the queue.
 PATIENCE = 600.0
+#: Seconds (c) lets the cluster settle after the last jobs left, before it
+#: times the next: a submission right after a job ended may wait for
+#: slurmctld's next scheduling pass, and without a pause that happens to
+#: whichever of the two alternating runs comes second.
+SETTLE_SECONDS = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +132,11 @@ def wait_until_gone(job_name):
     raise RuntimeError("jobs named {:s} still queued after {:.0f} s".format(job_name, PATIENCE))
 
 
+def settled():
+    """Give the cluster :data:`SETTLE_SECONDS` after the last jobs left."""
+    time.sleep(SETTLE_SECONDS)
+
+
 # ---------------------------------------------------------------- (c)
 def bare_array_seconds(num_tasks, directory):
     """``sbatch --array=0-(num_tasks-1)``, each task Python writing a file:
@@ -139,6 +150,7 @@ def bare_array_seconds(num_tasks, directory):
         + format_options(SBATCH_OPTIONS)
         + ["--wrap", "exec {:s} -c {:s}".format(shlex.quote(sys.executable), shlex.quote(code))]
     )
+    settled()
     t0 = time.perf_counter()
     subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
     while len(os.listdir(directory)) < num_tasks:
@@ -154,6 +166,7 @@ def cold_map_seconds(slots, counted):
     """A new pool's first map of ``slots`` trivial jobs: (seconds, workers it submitted)."""
     name = unique_name("ppp-cold")
     before = counted.calls()
+    settled()
     t0 = time.perf_counter()
     pool = new_pool(processes=slots, job_name=name, **counted.pool_keywords())
     assert pool.map(trivial, range(slots)) == list(range(slots))

@@ -26,6 +26,7 @@ import dataclasses
 import enum
 import logging
 import threading
+import time
 import typing
 
 from .. import errors
@@ -102,6 +103,7 @@ class MapRun:
         self.stop_on_failure = stop_on_failure
         self.place = reports.Place(work_dir.path, work_dir.log_path)
         self.lock = threading.RLock()
+        self.started = time.monotonic()
         self.active = True
         self.results: typing.List[typing.Optional[outcomes.ChunkResult]] = [
             None

@@ -32,7 +32,9 @@ class PollIntervals:
     files_min : float
         Seconds between two looks at the result files right after a change ...
     files_max : float
-        ... growing, while nothing changes, up to this.
+        ... growing, while nothing changes, up to this, and up to
+        ``files_age`` times the age of the youngest map in flight (a map
+        ends at most that fraction of its time later than its last result).
     files_growth : float
         Factor by which the wait grows after each look that found nothing.
     drain : float
@@ -44,6 +46,7 @@ class PollIntervals:
     files_min: float = 0.002
     files_max: float = 0.25
     files_growth: float = 1.3
+    files_age: float = 0.05
     drain: float = 0.5
 
 
@@ -168,12 +171,15 @@ class Supervisor:
                 changed = True
             # Ended maps must not stay referenced while the thread idles:
             # they hold their results and, through them, the pool.
-            active = any(r.active for r in runs)
+            ages = [time.monotonic() - r.started for r in runs if r.active]
+            active = bool(ages)
             del runs
             if changed:
                 wait = self.intervals.files_min
             else:
                 wait = min(wait * self.intervals.files_growth, self.intervals.files_max)
+            if ages:
+                wait = min(wait, max(self.intervals.files_min, self.intervals.files_age * min(ages)))
             with self._cond:
                 if self._woken:
                     self._woken = False  # something came during the round
