@@ -18,6 +18,7 @@ cluster's first scheduling pass is not counted.
 """
 import argparse
 import contextlib
+import glob
 import multiprocessing
 import os
 import shutil
@@ -27,19 +28,11 @@ import tempfile
 import time
 
 import pypoolparty.slurm.array
+from bench_jobs import sleep_half_a_second, trivial
 from pypoolparty.core import event_log
 from pypoolparty.slurm import parsing
 
 SBATCH_OPTIONS = {"time": "00:30:00"}
-
-
-def trivial(x):
-    return x
-
-
-def sleep_half_a_second(x):
-    time.sleep(0.5)
-    return x
 
 
 def cluster_cpus():
@@ -70,15 +63,26 @@ def new_pool(**kwargs):
     return pypoolparty.slurm.array.Pool(**kwargs)
 
 
+def map_on_new_pool(func, jobs):
+    """One map on a new pool, which then ends (its workers leave the queue)."""
+    with new_pool() as pool:
+        return pool.map(func, jobs)
+
+
 def map_costs(num_jobs, work_root):
-    """(sbatch calls, squeue calls, other calls, files) of one map of num_jobs."""
+    """(sbatch calls, squeue calls, other calls, files) of one map of num_jobs.
+
+    Files are those of the pool's folder with the map's in it: the map's
+    own and the pool's (its workers' ids and logs, settings, log).
+    """
     wd = os.path.join(work_root, "n{:d}".format(num_jobs))
     pool = new_pool(work_dir=wd, keep_work_dir=True)
     assert pool.map(trivial, range(num_jobs)) == list(range(num_jobs))
-    (map_dir,) = os.listdir(wd)
-    events = event_log.read(os.path.join(wd, map_dir, "log.jsonl"))
+    (map_log,) = glob.glob(os.path.join(wd, "*", "map-*", "log.jsonl"))
+    events = event_log.read(map_log)
     calls = [os.path.basename(e["argv"][0]) for e in events if e["event"] == "command"]
-    files = sum(len(f) for _, _, f in os.walk(os.path.join(wd, map_dir)))
+    files = sum(len(f) for _, _, f in os.walk(wd))
+    pool.terminate()
     shutil.rmtree(wd)
     return calls.count("sbatch"), calls.count("squeue"), len(calls), files
 
@@ -151,7 +155,7 @@ def main():
         print(describe_cluster(slots))
         print()
 
-        cold = [timed(new_pool().map, trivial, range(100))[0] for _ in range(REPEATS)]
+        cold = [timed(map_on_new_pool, trivial, range(100))[0] for _ in range(REPEATS)]
         pool = new_pool()
         warm = [timed(pool.map, trivial, range(100))[0] for _ in range(REPEATS)]
         print("(a) 100 trivial jobs, new pool:  {:s}   (target <= 2 s)".format(spread(cold)))
@@ -159,7 +163,7 @@ def main():
 
         n, t = 200, 0.5
         ideal = n * t / slots
-        t_ppp, _ = timed(new_pool().map, sleep_half_a_second, range(n))
+        t_ppp, _ = timed(map_on_new_pool, sleep_half_a_second, range(n))
         with multiprocessing.Pool(slots) as mp:
             t_mp, _ = timed(mp.map, sleep_half_a_second, range(n))
         print(
@@ -171,7 +175,7 @@ def main():
 
         big = []
         for _ in range(REPEATS):
-            t_big, out = timed(new_pool().map, trivial, range(20000))
+            t_big, out = timed(map_on_new_pool, trivial, range(20000))
             assert out == list(range(20000))
             big.append(t_big)
         with multiprocessing.Pool(slots) as mp:

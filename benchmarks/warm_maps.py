@@ -37,6 +37,7 @@ import dataclasses
 import math
 import multiprocessing
 import os
+import random
 import shlex
 import statistics
 import subprocess
@@ -48,6 +49,7 @@ import numpy as np
 
 import idle_worker
 import slurm_calls
+from bench_jobs import trivial
 from map_overhead import (
     SBATCH_OPTIONS,
     add_cluster_options,
@@ -57,7 +59,6 @@ from map_overhead import (
     new_pool,
     spread,
     timed,
-    trivial,
 )
 from pypoolparty.slurm.adapter import format_options
 
@@ -71,9 +72,10 @@ IDLE_SETTLE_SECONDS = 5.0
 #: Seconds to wait for the bare array's files, or for jobs to leave the queue.
 PATIENCE = 600.0
 #: Seconds (c) lets the cluster settle after the last jobs left, before it
-#: times the next: a submission right after a job ended may wait for
-#: slurmctld's next scheduling pass, and without a pause that happens to
-#: whichever of the two alternating runs comes second.
+#: times the next, plus a random part of a second: slurmctld starts a
+#: submission at once or at its next pass (about once a second), depending
+#: on when it comes; a fixed pause would give the two alternating runs
+#: different, systematic phases, a random one gives both the same odds.
 SETTLE_SECONDS = 2.0
 
 
@@ -85,7 +87,7 @@ class Sizes:
     idle_window: float
 
 
-FULL = Sizes(maps=100, emcee_steps=100, cold_repeats=7, idle_window=10.0)
+FULL = Sizes(maps=100, emcee_steps=100, cold_repeats=11, idle_window=10.0)
 QUICK = Sizes(maps=10, emcee_steps=5, cold_repeats=3, idle_window=5.0)
 
 
@@ -133,8 +135,9 @@ def wait_until_gone(job_name):
 
 
 def settled():
-    """Give the cluster :data:`SETTLE_SECONDS` after the last jobs left."""
-    time.sleep(SETTLE_SECONDS)
+    """Give the cluster :data:`SETTLE_SECONDS` and a random fraction of a
+    second after the last jobs left."""
+    time.sleep(SETTLE_SECONDS + random.random())
 
 
 # ---------------------------------------------------------------- (c)

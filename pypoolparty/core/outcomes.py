@@ -15,7 +15,6 @@ import typing
 
 import cloudpickle
 
-from ..errors import MaybeEncodingError, RemoteTraceback
 
 _TAG = "pypoolparty-chunk-result"
 
@@ -32,6 +31,8 @@ class Failure:
         text = '\n"""\n{:s}"""'.format(self.traceback)
         if note:
             text += "\n" + note
+        from ..errors import RemoteTraceback
+
         raise self.exception from RemoteTraceback(text)
 
 
@@ -88,6 +89,15 @@ def _plain(outcome: Outcome) -> tuple:
     return (False, (outcome.failure.exception, outcome.failure.traceback))
 
 
+def _maybe_encoding_error(*args) -> BaseException:
+    # Imported here: a worker needs the error classes (and the stdlib's
+    # multiprocessing.pool behind them) only when something goes wrong,
+    # and every import lengthens its start.
+    from ..errors import MaybeEncodingError
+
+    return MaybeEncodingError(*args)
+
+
 def _encodable(outcome: Outcome) -> Outcome:
     """The outcome itself, or a MaybeEncodingError if it cannot travel."""
     if outcome.failure is None:
@@ -98,11 +108,11 @@ def _encodable(outcome: Outcome) -> Outcome:
             reason = "it cannot be unpickled again"
         except Exception as err:
             reason = repr(err)
-        exc = MaybeEncodingError(reason, repr(outcome.value)[:1000])
+        exc = _maybe_encoding_error(reason, repr(outcome.value)[:1000])
         return Outcome(failure=Failure(exc, "MaybeEncodingError: " + str(exc) + "\n"))
     if _roundtrips(outcome.failure.exception):
         return outcome
-    exc = MaybeEncodingError(
+    exc = _maybe_encoding_error(
         "the exception cannot be pickled", repr(outcome.failure.exception)[:1000]
     )
     return Outcome(failure=Failure(exc, outcome.failure.traceback))

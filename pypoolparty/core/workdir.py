@@ -31,7 +31,6 @@ import tempfile
 import time
 import typing
 
-from .. import errors
 
 #: Environment variable naming where default work dirs are made.
 WORK_DIR_ENV = "PYPOOLPARTY_WORK_DIR"
@@ -109,6 +108,8 @@ def check_private_dir(path: str) -> None:
 
     See :func:`make_private_dir` for what is safe.
     """
+    from .. import errors  # the driver's concern: workers start without it
+
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise errors.WorkDirError(
