@@ -98,8 +98,8 @@ class ArrayPool(SlurmPool):
     The tasks serve the pool's later maps too: a submission is made only
     when the maps need more workers than are alive, so a loop of maps
     submits once while its workers live. One ``sbatch --array`` per
-    submission (per MaxArraySize workers); ``processes`` is also the
-    array's throttle (``%N``).
+    submission (per MaxArraySize workers), never more than ``processes``
+    tasks alive over all of them.
 
     Parameters
     ----------
