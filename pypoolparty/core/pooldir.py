@@ -28,18 +28,16 @@ import enum
 import itertools
 import json
 import os
-import shutil
 import tempfile
 import typing
 
-from .workdir import WorkDir, make_private_dir, open_private, write_atomic
+from .workdir import Folder, WorkDir, make_private_dir, open_private, write_atomic
 
 SETTINGS = "settings.json"
 INIT = "init.pickle"
 OPEN = "open"
 WORKERS = "workers"
 EXITS = "exits"
-LOG = "log.jsonl"
 CLOSED = "closed"
 STOP = "stop"
 MAP_PREFIX = "map-"
@@ -90,19 +88,12 @@ class Listing:
     stopped: bool
 
 
-class PoolDir:
+class PoolDir(Folder):
     """A pool's folder: the driver's and the workers' view of it."""
 
     def __init__(self, path: str):
-        self.path = os.path.abspath(path)
+        super().__init__(path)
         self._seq = itertools.count(1)
-
-    def join(self, *parts: str) -> str:
-        return os.path.join(self.path, *parts)
-
-    @property
-    def log_path(self) -> str:
-        return self.join(LOG)
 
     @property
     def workers_dir(self) -> str:
@@ -150,7 +141,7 @@ class PoolDir:
             pass
 
     def _open_entry(self, work_dir: WorkDir) -> str:
-        return self.join(OPEN, os.path.basename(work_dir.path))
+        return self.join(OPEN, work_dir.name)
 
     def flag_path(self, flag: str) -> str:
         """Where :data:`CLOSED` or :data:`STOP` is written."""
@@ -203,10 +194,6 @@ class PoolDir:
             return sorted(n for n in os.listdir(self.path) if n.startswith(MAP_PREFIX))
         except FileNotFoundError:
             return []
-
-    def remove(self) -> None:
-        """Remove the pool dir with everything in it."""
-        shutil.rmtree(self.path, ignore_errors=True)
 
     # --------------------------------------------------------------- worker
     def read_settings(self) -> WorkerSettings:

@@ -205,6 +205,8 @@ class Supervisor:
             changed |= run.collect()
         live = [r for r in runs if r.active]
         log = fleet.logs(r.log for r in live)
+        # Exit notes: every round while maps run, else before each poll (a
+        # worker that said it leaves needs one poll, not two).
         if live and fleet.note_exits(log):
             self._need_plan = True
         if live and self._need_plan:
@@ -217,7 +219,8 @@ class Supervisor:
         elif time.monotonic() - self._last_busy >= self.intervals.scheduler:
             self._cancel_unstarted(log)
         if fleet.alive_ids() and time.monotonic() >= self._next_poll:
-            fleet.note_exits(log)  # a worker that said it leaves needs one poll
+            if not live:
+                fleet.note_exits(log)
             self._poll(live, log)
             interval = self.intervals.scheduler
             if self._draining and not live:

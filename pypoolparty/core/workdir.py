@@ -162,23 +162,43 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
-class WorkDir:
-    """One map's directory: the driver's and the workers' view of it."""
+class Folder:
+    """A folder of the protocol (a pool's or a map's): paths in it, its
+    log, its removal."""
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
 
-    # ---------------------------------------------------------------- paths
     def join(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
 
     @property
-    def log_path(self) -> str:
-        return self.join(LOG)
-
-    @property
     def name(self) -> str:
         return os.path.basename(self.path)
+
+    @property
+    def log_path(self) -> str:
+        """The driver's JSON-lines log (``log.jsonl``)."""
+        return self.join(LOG)
+
+    def remove(self, attempts: int = 5) -> bool:
+        """Remove the folder with everything in it; True if it is gone.
+
+        Tries again a little later while a file still appears in it (a
+        worker that is being cancelled may still write its log).
+        """
+        for i in range(attempts):
+            shutil.rmtree(self.path, ignore_errors=True)
+            if not os.path.exists(self.path):
+                return True
+            time.sleep(0.05 * (i + 1))
+        return False
+
+
+class WorkDir(Folder):
+    """One map's directory: the driver's and the workers' view of it."""
+
+    # ---------------------------------------------------------------- paths
 
     def result_path(self, chunk: int) -> str:
         return self.join(RESULTS, "{:d}{:s}".format(chunk, RESULT_SUFFIX))
@@ -265,15 +285,6 @@ class WorkDir:
             os.unlink(self.claim_path(chunk))
         except FileNotFoundError:
             pass
-
-    def remove(self, attempts: int = 5) -> bool:
-        """Remove the map dir; True if it is gone."""
-        for i in range(attempts):
-            shutil.rmtree(self.path, ignore_errors=True)
-            if not os.path.exists(self.path):
-                return True
-            time.sleep(0.05 * (i + 1))
-        return False
 
     # --------------------------------------------------------------- worker
     def read_manifest(self) -> Manifest:
