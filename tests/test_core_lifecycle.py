@@ -126,8 +126,8 @@ def test_the_initializer_runs_once_per_worker_over_many_maps(tmp_path):
 
 
 def test_a_worker_near_its_time_limit_takes_no_chunk_and_is_replaced(tmp_path):
-    scheduler = fake.FakeScheduler(time_limit=3.0)
-    job = functools.partial(slow_square, seconds=0.8)
+    scheduler = fake.FakeScheduler(time_limit=1.5)
+    job = functools.partial(slow_square, seconds=0.4)
     with fake.pool(1, work_dir=tmp_path / "pools", scheduler=scheduler, keep_work_dir=True) as pool:
         assert pool.map(job, range(6), chunksize=1) == [x * x for x in range(6)]
         workers = [ids[0] for ids in scheduler.submitted]
@@ -143,9 +143,9 @@ def test_a_worker_near_its_time_limit_takes_no_chunk_and_is_replaced(tmp_path):
 
 def test_without_the_time_limit_check_the_chunk_would_be_lost(tmp_path, monkeypatch):
     """The test above can fail: with no limit told, the fake's TIMEOUT loses a chunk."""
-    scheduler = fake.FakeScheduler(time_limit=3.0)
+    scheduler = fake.FakeScheduler(time_limit=1.5)
     monkeypatch.setattr(scheduler, "time_limit", lambda: None)
-    job = functools.partial(slow_square, seconds=0.8)
+    job = functools.partial(slow_square, seconds=0.4)
     with fake.pool(1, work_dir=tmp_path / "pools", scheduler=scheduler, keep_work_dir=True) as pool:
         assert pool.map(job, range(6), chunksize=1) == [x * x for x in range(6)]
         first = scheduler.submitted[0][0]
