@@ -26,9 +26,13 @@ def exit_notes(root):
 
 
 def test_a_loop_of_maps_submits_once(tmp_path):
-    with fake.pool(2, work_dir=tmp_path) as pool:
+    # A map added while the supervisor ends the previous one must not wait
+    # for the next poll (30 s): the loop takes seconds, not minutes.
+    with fake.pool(2, work_dir=tmp_path, polling_interval=30.0) as pool:
+        started = time.monotonic()
         for i in range(20):
             assert pool.map(square, range(i, i + 4)) == [x * x for x in range(i, i + 4)]
+        assert time.monotonic() - started < 15.0
         assert pool.scheduler.calls["submit"] == 1
         assert pool.scheduler.max_alive == 2
 
@@ -225,3 +229,33 @@ def test_an_idle_worker_backs_off_to_one_look_every_two_seconds(tmp_path, monkey
     assert len(late) >= 2
     assert min(b - a for a, b in zip(late, late[1:])) > 1.8  # one listing per 2 s
     assert len(looks) <= 40  # fast right after work, then backing off
+
+
+def test_a_wake_up_that_comes_during_a_round_is_not_lost():
+    """A map added while the supervisor's round runs (as the next map of a
+    loop is, right after the last result is delivered) gets the next round
+    at once, not after the polling interval."""
+    from pypoolparty.core.supervisor import PollIntervals, Supervisor
+
+    supervisor = Supervisor(PollIntervals(scheduler=30.0), "test", lambda: False, 3)
+
+    class LiveWorkers:
+        def alive_ids(self):
+            return ["1_0"]  # so an idle supervisor waits for its next poll
+
+    supervisor.fleet = LiveWorkers()
+    supervisor._next_poll = time.monotonic() + 30.0
+    rounds = []
+
+    def one_round(runs):
+        rounds.append(time.monotonic())
+        if len(rounds) == 2:
+            supervisor.wake()  # what add() does, here in the middle of a round
+        return False
+
+    supervisor._round = one_round
+    supervisor.ensure_thread()
+    try:
+        assert wait_until(lambda: len(rounds) >= 3, timeout=5)
+    finally:
+        supervisor.stop(timeout=1)
