@@ -204,6 +204,38 @@ def test_a_cancelled_map_stops_only_its_own_workers(tmp_path):
         assert pool.map(square, range(6), chunksize=1) == [x * x for x in range(6)]
 
 
+def test_a_cancelled_map_alone_also_takes_the_workers_that_never_served(tmp_path):
+    """Ctrl-C right after the workers were submitted: the cancel takes the
+    workers still queued or starting too, not only those running the map's
+    chunks; else they would hold a slot until idle_timeout (here the
+    supervisor's own clean-up waits for a 30 s poll)."""
+    gate = Gate(tmp_path / "gate")
+    scheduler = fake.FakeScheduler(slots=1)
+    with fake.pool(2, work_dir=tmp_path / "pools", scheduler=scheduler, polling_interval=30.0) as pool:
+        res = gate.start_map(pool, [0, 1], 1)
+        assert sorted(scheduler.worker_ids()) == ["1_0", "1_1"]
+        assert scheduler.word("1_1") == "PENDING"
+        res.run.cancel("the test cancels it")
+        assert sorted(w for call in scheduler.cancelled for w in call) == ["1_0", "1_1"]
+
+
+def test_a_cancelled_map_leaves_the_workers_that_served_earlier_maps(tmp_path):
+    first, second = Gate(tmp_path / "first"), Gate(tmp_path / "second")
+    with fake.pool(2, work_dir=tmp_path / "pools", polling_interval=30.0) as pool:
+        scheduler = pool.scheduler
+        warm = first.start_map(pool, [0, 1], 2)  # one job a worker: both serve
+        first.open()
+        assert warm.get(timeout=10) == [0, 1]
+        res = second.start_map(pool, [7], 1)
+        (busy,) = {w for w in scheduler.worker_ids() if second.pid_of(7) in scheduler.pids(w)}
+        res.run.cancel("the test cancels it")
+        assert [w for call in scheduler.cancelled for w in call] == [busy]
+        (idle,) = set(scheduler.worker_ids()) - {busy}
+        assert scheduler.word(idle) == "RUNNING"
+        assert pool.map(square, [4]) == [16]
+        assert pool.scheduler.calls["submit"] == 1
+
+
 def test_an_idle_worker_backs_off_to_one_look_every_two_seconds(tmp_path, monkeypatch):
     """An idle worker's only filesystem call is one listdir per look."""
     import cloudpickle

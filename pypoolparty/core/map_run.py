@@ -306,13 +306,25 @@ class MapRun:
 
     def _cancel_running_chunks(self) -> None:
         """Cancel the workers that run this map's chunks; the pool's other
-        maps keep the rest (and get new workers if they need them)."""
+        maps keep the rest (and get new workers if they need them).
+
+        With no other map open, the workers that have not delivered any
+        result yet (queued, starting, or about to claim a chunk of this
+        map) go too: the map's cancel takes every job started for it. The
+        workers that served earlier maps stay for the next one.
+        """
         try:
             unfinished = [c for c in self.work_dir.claimed_chunks() if self.results[c] is None]
             running = set(self.work_dir.claims(unfinished).values())
         except FileNotFoundError:
-            return
+            running = set()
         self.fleet.cancel(sorted(running), "its map ended", self.log)
+        try:
+            others_open = bool(self.pool_dir.look().maps)
+        except FileNotFoundError:
+            others_open = False
+        if not others_open:
+            self.fleet.cancel_unserved("its map ended", self.log)
 
     def _close(self, keep: bool) -> None:
         self.pool_dir.close_map(self.work_dir)

@@ -61,6 +61,8 @@ class WorkerRecord:
     """Why it leaves on its own, as it wrote in the pool dir."""
     cancelled: str = ""
     """Why the pool cancelled it."""
+    served: bool = False
+    """A result of it has been collected: it started and worked."""
 
     @property
     def polls_to_confirm(self) -> int:
@@ -233,6 +235,16 @@ class Fleet:
         started = self.pool_dir.started_workers()
         self.cancel([w for w in self.alive_ids() if w not in started], why, log)
 
+    def cancel_unserved(self, why: str, log) -> None:
+        """Cancel the workers that have not delivered a result yet.
+
+        They are queued, starting, or about to claim: with no map left to
+        serve they would only hold a slot until ``idle_timeout``.
+        """
+        with self.lock:
+            ids = [w for w in self.alive_ids() if not self.records[w].served]
+        self.cancel(ids, why, log)
+
     def withdraw_reaper(self) -> None:
         """The pool cleaned up itself: the reaper need not."""
         if self.submissions:
@@ -257,6 +269,7 @@ class Fleet:
         """The worker wrote a result: its submission was productive."""
         rec = self.records.get(worker_id)
         if rec is not None:
+            rec.served = True
             self.submissions[rec.submission].productive = True
 
     def note_states(
