@@ -2,8 +2,9 @@
 The code fingerprint of the persistent store's keys: which edits keep it,
 which change it, and that it is the same in every interpreter run.
 
-Each variant of the code is a fresh module made from source in a file of its
-own (a new name each time, never imported), so that no variant sees another.
+Each variant of the code is a fresh module made from source in a folder of
+its own (a new name each time unless given, never imported), so that no
+variant sees another.
 """
 import colorsys
 import functools
@@ -27,10 +28,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _numbers = itertools.count()
 
 
-def module_from(tmp_path, source, **injected):
+def module_from(tmp_path, source, module_name=None, **injected):
     """A fresh module run from ``source``, with ``injected`` as globals."""
-    name = "fingerprint_case_{0}".format(next(_numbers))
-    path = tmp_path / (name + ".py")
+    number = next(_numbers)
+    name = module_name or "fingerprint_case_{0}".format(number)
+    folder = tmp_path / "case_{0}".format(number)
+    folder.mkdir()
+    path = folder / (name.rpartition(".")[2] + ".py")
     path.write_text(textwrap.dedent(source))
     module = types.ModuleType(name)
     module.__file__ = str(path)
@@ -119,6 +123,13 @@ def test_fingerprint_is_stable_in_one_process(tmp_path):
     assert len(first) == 64 and int(first, 16) >= 0
 
 
+def test_python_version_enters(tmp_path, monkeypatch):
+    module = module_from(tmp_path, BASE)
+    first = code_fingerprint(module.f)
+    monkeypatch.setattr(sys.implementation, "cache_tag", "cpython-399")
+    assert code_fingerprint(module.f) != first
+
+
 def test_closure_values_enter(tmp_path):
     source = """
     def make(k):
@@ -160,8 +171,8 @@ def unused(x):
     ids=["step", "step's helper", "unrelated"],
 )
 def test_a_function_of_a_module_global(tmp_path, old, new, same):
-    before = module_from(tmp_path, HELPERS)
-    after = module_from(tmp_path, edited(HELPERS, old, new))
+    before = module_from(tmp_path, HELPERS, "helpers")
+    after = module_from(tmp_path, edited(HELPERS, old, new), "helpers")
     assert (
         fingerprint_of(tmp_path, CALLS_HELPERS, helpers=before)
         == fingerprint_of(tmp_path, CALLS_HELPERS, helpers=after)
@@ -170,16 +181,17 @@ def test_a_function_of_a_module_global(tmp_path, old, new, same):
 
 def test_a_function_two_modules_down(tmp_path):
     def package_with(source):
-        package = module_from(tmp_path, "")
-        package.sub = module_from(tmp_path, source)
+        package = module_from(tmp_path, "", "pkg")
+        package.sub = module_from(tmp_path, source, "pkg.sub")
         return package
 
-    calls = "def f(x):\n    return pkg.sub.step(x)\n"
-    assert fingerprint_of(tmp_path, calls, pkg=package_with(HELPERS)) != (
-        fingerprint_of(
-            tmp_path, calls, pkg=package_with(edited(HELPERS, "x + 1", "x + 5"))
-        )
-    )
+    def fingerprint_with(helpers):
+        calls = "def f(x):\n    return pkg.sub.step(x)\n"
+        return fingerprint_of(tmp_path, calls, pkg=package_with(helpers))
+
+    first = fingerprint_with(HELPERS)
+    assert fingerprint_with(HELPERS) == first
+    assert fingerprint_with(edited(HELPERS, "x + 1", "x + 5")) != first
 
 
 @pytest.mark.parametrize(
@@ -444,9 +456,8 @@ def test_a_users_code_swapped_is_seen(tmp_path):
 
 def test_neither_file_nor_module_name_enters(tmp_path):
     one = module_from(tmp_path, BASE)
-    (tmp_path / "elsewhere").mkdir()
-    other = module_from(tmp_path / "elsewhere", BASE)
-    assert one.__name__ != other.__name__
+    other = module_from(tmp_path, BASE)
+    assert one.__name__ != other.__name__ and one.__file__ != other.__file__
     assert code_fingerprint(one.f) == code_fingerprint(other.f)
 
 

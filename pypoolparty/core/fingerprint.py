@@ -22,7 +22,8 @@ What the fingerprint covers
   string constant on every Python version.
 - What the code names: globals (``step``), attributes of the user's modules
   (``helpers.step``, ``pkg.sub.step``) and imports in its body (``from
-  helpers import step``; of ``import helpers`` the attributes the code names).
+  helpers import step``; of ``import helpers`` the attributes the code names;
+  the user's modules are imported for this, as the call would).
   The user's functions and classes enter by their code, transitively and once
   each (recursion ends); classes by their attributes, sorted by name.
 - The standard library, installed distributions (``site-packages``,
