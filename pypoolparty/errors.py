@@ -23,6 +23,7 @@ __all__ = [
     "SchedulerUnavailableError",
     "JobsLostError",
     "WorkDirError",
+    "StoreError",
     "CancelledError",
 ]
 
@@ -109,6 +110,15 @@ class JobsLostError(PoolError):
 
 class WorkDirError(PermissionError):
     """The work dir cannot be used safely (owner, permissions, location)."""
+
+
+class StoreError(PoolError):
+    """The store (``cache_dir``) holds something pypoolparty did not write,
+    or a file of it is damaged.
+
+    The message names the file and what to remove; the store's other
+    results are not affected.
+    """
 
 
 class CancelledError(PoolError, concurrent.futures.CancelledError):

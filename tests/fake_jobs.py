@@ -56,6 +56,32 @@ def pid_of_worker(x):
     return os.getpid()
 
 
+def counted(x, folder, bad=(), gate=None):
+    """``x * x``, leaving ``run-<x>-<random>`` in ``folder`` each time it runs
+    (and first waiting for ``gate/go`` if a gate is given); jobs in ``bad``
+    raise ValueError."""
+    open(os.path.join(folder, "run-{:d}-{:s}".format(x, os.urandom(6).hex())), "w").close()
+    if gate is not None:
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while not os.path.exists(os.path.join(gate, "go")):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never opened the gate")
+            time.sleep(0.005)
+    if x in bad:
+        raise ValueError("bad job", x)
+    return x * x
+
+
+def runs_of(folder) -> typing.Dict[int, int]:
+    """How often each job of :func:`counted` ran."""
+    out: typing.Dict[int, int] = {}
+    for name in os.listdir(folder):
+        if name.startswith("run-"):
+            job = int(name.split("-")[1])
+            out[job] = out.get(job, 0) + 1
+    return out
+
+
 def slow_square(x, seconds=0.5):
     time.sleep(seconds)
     return x * x

@@ -30,16 +30,17 @@ class EventLog:
         The log file; None logs to nothing but the stream.
     verbose : bool
         Also write each event to stderr.
+    append : bool
+        Add to an existing log (a map another driver started) instead of
+        starting a new one.
     """
 
-    def __init__(self, path: typing.Optional[str] = None, verbose: bool = False):
+    def __init__(self, path: typing.Optional[str] = None, verbose: bool = False, append: bool = False):
         self.path = path
         self._loggers = []
         self._buffer: typing.Optional[typing.List[typing.Tuple[str, int, dict]]] = None
         if path is not None:
-            self._loggers.append(
-                json_line_logger.LoggerFile(path=path, name="pypoolparty:" + path)
-            )
+            self._loggers.append(_file_logger(path, append))
         if verbose:
             self._loggers.append(
                 json_line_logger.LoggerStream(
@@ -93,6 +94,21 @@ class MultiLog:
 
     def warning(self, name: str, **fields) -> None:
         self.event(name, level=logging.WARNING, **fields)
+
+
+def _file_logger(path: str, append: bool) -> logging.Logger:
+    """json_line_logger's file logger; it truncates, so appending needs our own handler."""
+    name = "pypoolparty:" + path
+    if not append:
+        return json_line_logger.LoggerFile(path=path, name=name)
+    logger = logging.Logger(name=name)
+    handler = logging.FileHandler(filename=path, mode="a")
+    handler.setFormatter(
+        logging.Formatter(fmt=json_line_logger.FMT, datefmt=json_line_logger.DATEFMT_ISO8601)
+    )
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    return logger
 
 
 def read(path: str) -> typing.List[dict]:

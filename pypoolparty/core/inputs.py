@@ -19,7 +19,7 @@ from .. import errors
 from .calling import CallSpec
 
 
-def _not_picklable(what: str, exc: Exception) -> errors.NotPicklableError:
+def not_picklable(what: str, exc: Exception) -> errors.NotPicklableError:
     return errors.NotPicklableError(
         "pypoolparty: {:s} cannot be pickled, so it cannot be sent to the "
         "cluster ({:s}: {}). Nothing was submitted.".format(what, type(exc).__name__, exc)
@@ -32,7 +32,7 @@ def pickle_spec(spec: CallSpec) -> bytes:
         return cloudpickle.dumps(spec)
     except Exception as exc:
         what = "func {!r}".format(spec.funcs[0] if len(spec.funcs) == 1 else spec.funcs)
-        raise _not_picklable(what, exc) from exc
+        raise not_picklable(what, exc) from exc
 
 
 def pickle_initializer(initializer: typing.Optional[typing.Callable], initargs: tuple) -> bytes:
@@ -40,7 +40,7 @@ def pickle_initializer(initializer: typing.Optional[typing.Callable], initargs: 
     try:
         return cloudpickle.dumps((initializer, tuple(initargs)))
     except Exception as exc:
-        raise _not_picklable("initializer {!r} or its initargs".format(initializer), exc) from exc
+        raise not_picklable("initializer {!r} or its initargs".format(initializer), exc) from exc
 
 
 def pickle_chunks(jobs: list, starts: typing.List[int]) -> typing.List[bytes]:
@@ -57,7 +57,7 @@ def pickle_chunks(jobs: list, starts: typing.List[int]) -> typing.List[bytes]:
                 except Exception:
                     index = starts[c] + i
                     break
-            raise _not_picklable("job {:d}".format(index), exc) from exc
+            raise not_picklable("job {:d}".format(index), exc) from exc
     return out
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import logging
 import threading
 import time
@@ -178,6 +179,7 @@ class MapRun:
                 continue
             exc = self._job_exception(job, result.worker_id, outcome.failure)
             if self.stop_on_failure:
+                self._keep(chunk, pairs)
                 self.fail(exc)
                 return Step.ENDED
             pairs.append((False, exc))
@@ -219,7 +221,12 @@ class MapRun:
         unfinished = [c for c in self.work_dir.claimed_chunks() if self.results[c] is None]
         for chunk, wid in sorted(self.work_dir.claims(unfinished).items()):
             rec = self.fleet.records.get(wid)
-            if rec is None or not rec.confirmed_ended:
+            if rec is None:
+                # A worker of a dead driver's pool whose map this pool
+                # adopted, unknown so far: watch it from now on.
+                self.fleet.adopt([wid], self.log)
+                continue
+            if not rec.confirmed_ended:
                 continue
             if self.work_dir.has_result(chunk):
                 continue  # landed just now; the next collect reads it
@@ -301,8 +308,32 @@ class MapRun:
             self.active = False
             self.pool_dir.close_map(self.work_dir)
             self._cancel_running_chunks()
+            self._salvage()
             self._close(keep=True)
             self._deliver(self.sink.failed, exc)
+
+    def _keep(self, chunk: int, pairs: typing.List[typing.Tuple[bool, typing.Any]]) -> None:
+        """Hand results the caller will not see to a sink that keeps them (a store's)."""
+        keep = getattr(self.sink, "keep", None)
+        if keep is not None and pairs:
+            self._deliver(keep, chunk, self.chunk_starts[chunk], pairs)
+
+    def _salvage(self) -> None:
+        """The map ends early: results that came but were not taken yet go to
+        a sink that keeps them, so that they need not run again."""
+        if getattr(self.sink, "keep", None) is None:
+            return
+        try:
+            on_disk = self.work_dir.finished_chunks()
+        except FileNotFoundError:
+            return
+        for chunk in sorted(c for c in on_disk if self.results[c] is None):
+            try:
+                result = outcomes.decode(self.work_dir.read_result(chunk))
+            except Exception:
+                continue
+            ok = itertools.takewhile(lambda o: o.ok, result.outcomes)
+            self._keep(chunk, [(True, o.value) for o in ok])
 
     def _cancel_running_chunks(self) -> None:
         """Cancel the workers that run this map's chunks; the pool's other

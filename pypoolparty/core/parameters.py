@@ -36,6 +36,13 @@ idle_timeout : float
     Seconds a worker waits for the pool's next map before it leaves the
     cluster (default 60). Workers also leave at once when the pool is
     closed and its work done, or terminated.
+cache_dir : str or None
+    A store on a filesystem the ${nodes} share: each job's result is kept
+    there under a key of the function's code and the job, and a later call
+    (in this driver or another, also after a crash) takes what is stored
+    instead of running it again. A driver that dies leaves its workers to
+    finish their map; the same call run again adopts them. None (default):
+    no store, and a dead driver's workers are cancelled.
 python_path : str or None
     The Python interpreter on the ${nodes} (default: this one).
 polling_interval : float

@@ -7,8 +7,6 @@ this class with an adapter and its own keyword arguments.
 from __future__ import annotations
 
 import atexit
-import dataclasses
-import os
 import sys
 import threading
 import typing
@@ -18,17 +16,19 @@ import weakref
 import cloudpickle
 
 from .. import errors
-from . import applies, chunking, inputs
+from . import applies, inputs
 from .async_result import AsyncResult
 from .calling import CallSpec, CallStyle
 from .event_log import EventLog
-from .map_run import MapRun, MapSettings
-from .pooldir import CLOSED, STOP, PoolDir, WorkerSettings
+from .launcher import LaunchSettings, Launcher
+from .map_run import MapSettings
+from .pooldir import CLOSED, STOP, WorkerSettings
 from .results import IMapIterator, MapResult
 from .scheduler import Scheduler
+from .store import Store
 from .supervisor import PollIntervals, Supervisor
 from .workdir import WorkRoot
-from .workers import Fleet, FleetSettings
+from .workers import FleetSettings
 
 #: Seconds an idle worker waits for the pool's next map before it leaves.
 DEFAULT_IDLE_TIMEOUT = 60.0
@@ -87,6 +87,12 @@ class ClusterPool:
         Cut each map's jobs into this many chunks unless ``chunksize`` is
         given (pypoolparty 0.3's per-chunk pools); also the default of
         ``processes``.
+    cache_dir : str or None
+        A store on the shared filesystem: results of jobs are kept there,
+        keyed by the function's code and the job, and a call takes what
+        is stored instead of running it again. A driver that dies leaves
+        its workers to finish; the same call run again adopts them. See
+        :doc:`/store`. None: no store.
     """
 
     def __init__(
@@ -106,6 +112,7 @@ class ClusterPool:
         verbose: bool = False,
         name: str = "pypoolparty",
         num_chunks: typing.Optional[int] = None,
+        cache_dir: typing.Optional[str] = None,
     ):
         if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
@@ -128,33 +135,52 @@ class ClusterPool:
         if processes is None and num_chunks is not None:
             processes = num_chunks
         self._state = None
-        self._num_chunks = num_chunks
         self._initializer = initializer
         self._initargs = tuple(initargs)
-        self._maxtasksperchild = maxtasksperchild
         self.scheduler = scheduler
-        self._root = WorkRoot(work_dir)
-        self._idle_timeout = float(idle_timeout)
-        self._python_path = python_path or sys.executable
-        self._max_num_resubmissions = int(max_num_resubmissions)
-        self._keep_work_dir = bool(keep_work_dir)
-        self._verbose = bool(verbose)
-        self._name = name
         self._lock = threading.RLock()
         self._applies = applies.ApplyQueue()
-        self._pool_dir: typing.Optional[PoolDir] = None
-        self._fleet: typing.Optional[Fleet] = None
+        store = None if cache_dir is None else Store(cache_dir)
         # Scheduler calls made before the pool's log exists go into it later.
-        self._setup_log = EventLog.buffer()
+        setup_log = EventLog.buffer()
         if processes is None:
-            processes = max(1, int(scheduler.default_processes(self._setup_log)))
+            processes = max(1, int(scheduler.default_processes(setup_log)))
         self._processes = processes
-        flush = weakref.WeakMethod(self._flush_applies)
+        flush = weakref.WeakMethod(self._before_round)
         self._supervisor = Supervisor(
             PollIntervals(scheduler=float(polling_interval)),
             name,
             before_round=lambda: bool(flush() and flush()()),
-            max_num_resubmissions=self._max_num_resubmissions,
+            max_num_resubmissions=int(max_num_resubmissions),
+        )
+        self._launcher = Launcher(
+            scheduler,
+            self._supervisor,
+            WorkRoot(work_dir),
+            lambda: inputs.pickle_initializer(self._initializer, self._initargs),
+            LaunchSettings(
+                processes=processes,
+                num_chunks=num_chunks,
+                worker=WorkerSettings(
+                    idle_timeout=float(idle_timeout),
+                    max_tasks=maxtasksperchild,
+                    time_limit=scheduler.time_limit(),
+                ),
+                fleet=FleetSettings(
+                    processes=processes,
+                    python_argv=[python_path or sys.executable],
+                    env=inputs.worker_env(),
+                    name=name,
+                    outlive_driver=store is not None,
+                ),
+                map=MapSettings(
+                    max_num_resubmissions=int(max_num_resubmissions),
+                    keep_work_dir=bool(keep_work_dir),
+                ),
+                verbose=bool(verbose),
+            ),
+            setup_log,
+            store,
         )
         self._state = RUN
         _live_pools.add(self)
@@ -173,90 +199,13 @@ class ClusterPool:
         if self._state != RUN:
             raise ValueError("Pool not running")
 
-    def _ensure_pool_dir(self) -> typing.Tuple[PoolDir, Fleet]:
-        """The pool's folder and workers, made with the first map.
+    @property
+    def _pool_dir(self):
+        """The pool's folder, once its first map made it (else None)."""
+        return self._launcher.pool_dir
 
-        Raises NotPicklableError if the initializer cannot be pickled.
-        """
-        with self._lock:
-            if self._pool_dir is None:
-                init_pickle = inputs.pickle_initializer(self._initializer, self._initargs)
-                settings = WorkerSettings(
-                    idle_timeout=self._idle_timeout,
-                    max_tasks=self._maxtasksperchild,
-                    time_limit=self.scheduler.time_limit(),
-                )
-                pool_dir = PoolDir.create(self._root.parent(), self._root.prefix(), settings, init_pickle)
-                log = EventLog(pool_dir.log_path, verbose=self._verbose)
-                self._setup_log.replay_into(log)
-                log.event(
-                    "pool",
-                    scheduler=self.scheduler.name,
-                    pool_dir=pool_dir.path,
-                    processes=self._processes,
-                    **dataclasses.asdict(settings),
-                )
-                fleet_settings = FleetSettings(
-                    processes=self._processes,
-                    python_argv=[self._python_path],
-                    env=inputs.worker_env(),
-                    name=self._name,
-                )
-                self._fleet = Fleet(self.scheduler, pool_dir, fleet_settings, log)
-                self._pool_dir = pool_dir
-            return self._pool_dir, self._fleet
-
-    def _start_run(
-        self,
-        spec: CallSpec,
-        jobs: list,
-        chunksize: typing.Optional[int],
-        sink,
-    ) -> None:
-        """Write a map's inputs and hand it to the supervisor.
-
-        Raises NotPicklableError before anything is written.
-        """
-        spec_pickle = inputs.pickle_spec(spec)
-        if chunksize is None and self._num_chunks is not None:
-            chunksize = -(-len(jobs) // self._num_chunks)
-        plan = chunking.plan(len(jobs), self._processes, chunksize)
-        chunk_pickles = inputs.pickle_chunks(jobs, plan.chunk_starts)
-        pool_dir, fleet = self._ensure_pool_dir()
-        work_dir = pool_dir.new_map_dir()
-        log = EventLog(work_dir.create_log(), verbose=self._verbose)
-        log.event(
-            "map",
-            scheduler=self.scheduler.name,
-            work_dir=work_dir.path,
-            call_style=spec.style.value,
-            num_jobs=plan.num_jobs,
-            num_chunks=plan.num_chunks,
-            processes=self._processes,
-            funcs=[repr(f) for f in spec.funcs[:5]],
-        )
-        work_dir.write_inputs(
-            func_pickle=spec_pickle,
-            chunk_pickles=chunk_pickles,
-            chunk_starts=plan.chunk_starts,
-            sys_path=inputs.driver_sys_path(),
-            cwd=os.getcwd(),
-        )
-        run = MapRun(
-            work_dir=work_dir,
-            chunk_starts=plan.chunk_starts,
-            pool_dir=pool_dir,
-            fleet=fleet,
-            settings=MapSettings(
-                max_num_resubmissions=self._max_num_resubmissions,
-                keep_work_dir=self._keep_work_dir,
-            ),
-            sink=sink,
-            log=log,
-            stop_on_failure=spec.stop_on_failure,
-        )
-        sink.run = run
-        self._supervisor.add(run)
+    def _start_run(self, spec: CallSpec, jobs: list, chunksize, sink) -> None:
+        self._launcher.start(spec, jobs, chunksize, sink)
 
     def _spec(self, func, style: CallStyle, stop_on_failure: bool) -> CallSpec:
         return CallSpec(funcs=(func,), style=style, stop_on_failure=stop_on_failure)
@@ -288,6 +237,11 @@ class ClusterPool:
             except Exception as exc:
                 iterator.failed(exc)
         return iterator
+
+    def _before_round(self) -> bool:
+        """The supervisor's start of a round; True while calls wait."""
+        self._launcher.heartbeat()
+        return self._flush_applies()
 
     def _flush_applies(self) -> bool:
         """Run the gathered apply_async calls as one map; True if some wait."""
@@ -445,19 +399,21 @@ class ClusterPool:
 
     def _stop_workers(self, why: str) -> None:
         """Tell the workers to leave and cancel them."""
-        if self._fleet is not None:
+        fleet = self._launcher.fleet_or_none
+        if fleet is not None:
             self._pool_dir.mark(STOP)
-            self._fleet.cancel(self._fleet.alive_ids(), why, self._fleet.log)
+            fleet.cancel(fleet.alive_ids(), why, fleet.log)
 
     def _tidy(self) -> None:
         """The pool is done: remove its folder unless a map kept its own."""
         _live_pools.discard(self)
         with self._lock:
-            if self._fleet is None:
+            fleet = self._launcher.fleet_or_none
+            if fleet is None:
                 return
-            self._fleet.withdraw_reaper()
+            fleet.withdraw_reaper()
             if not self._pool_dir.kept_maps():
-                self._fleet.log.close()
+                fleet.log.close()
                 self._pool_dir.remove()
 
     def __enter__(self):

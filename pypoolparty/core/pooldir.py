@@ -140,6 +140,32 @@ class PoolDir(Folder):
         except FileNotFoundError:
             pass
 
+    def link_map(self, work_dir: WorkDir) -> None:
+        """Let this pool's workers serve another pool's map (adopted from a
+        driver that died): a link to it under its own name."""
+        link = self.join(work_dir.name)
+        if not os.path.islink(link):
+            os.symlink(work_dir.path, link)
+
+    def unlink_map(self, work_dir: WorkDir) -> None:
+        try:
+            os.unlink(self.join(work_dir.name))
+        except FileNotFoundError:
+            pass
+
+    def submitted_workers(self) -> typing.Set[str]:
+        """Every worker the pool's driver submitted (its log) or that started."""
+        from . import event_log  # the driver's concern: workers start without it
+
+        ids = self.started_workers()
+        try:
+            for entry in event_log.read(self.log_path):
+                if entry.get("event") == "submitted":
+                    ids.update(str(w) for w in entry.get("workers", ()))
+        except (OSError, ValueError, KeyError):
+            pass
+        return ids
+
     def _open_entry(self, work_dir: WorkDir) -> str:
         return self.join(OPEN, work_dir.name)
 
@@ -189,7 +215,8 @@ class PoolDir(Folder):
             return ""
 
     def kept_maps(self) -> typing.List[str]:
-        """Map dirs still here (kept after a failure or on request)."""
+        """Map dirs still here (kept after a failure or on request), and
+        links to adopted maps that were kept."""
         try:
             return sorted(n for n in os.listdir(self.path) if n.startswith(MAP_PREFIX))
         except FileNotFoundError:

@@ -184,12 +184,22 @@ class Folder:
     def remove(self, attempts: int = 5) -> bool:
         """Remove the folder with everything in it; True if it is gone.
 
-        Tries again a little later while a file still appears in it (a
-        worker that is being cancelled may still write its log).
+        It is first renamed to a hidden name, at once: a worker that still
+        looks at it finds nothing, where a folder half removed would show
+        chunks without their claims, to be claimed and run again. Tries
+        again a little later while a file still appears in it (a worker
+        that is being cancelled may still write its log).
         """
+        doomed = os.path.join(
+            os.path.dirname(self.path), ".removed-{:s}-{:s}".format(self.name, os.urandom(3).hex())
+        )
+        try:
+            os.rename(self.path, doomed)
+        except OSError:
+            doomed = self.path
         for i in range(attempts):
-            shutil.rmtree(self.path, ignore_errors=True)
-            if not os.path.exists(self.path):
+            shutil.rmtree(doomed, ignore_errors=True)
+            if not os.path.exists(doomed):
                 return True
             time.sleep(0.05 * (i + 1))
         return False

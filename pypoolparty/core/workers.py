@@ -27,7 +27,7 @@ import typing
 from .. import errors
 from . import reaper, reports
 from .event_log import EventLog, MultiLog
-from .pooldir import STOP, PoolDir
+from .pooldir import CLOSED, STOP, PoolDir
 from .scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus
 
 logger = logging.getLogger("pypoolparty")
@@ -63,6 +63,8 @@ class WorkerRecord:
     """Why the pool cancelled it."""
     served: bool = False
     """A result of it has been collected: it started and worked."""
+    adopted: bool = False
+    """A worker of a dead driver's pool, serving a map this pool adopted."""
 
     @property
     def polls_to_confirm(self) -> int:
@@ -114,12 +116,17 @@ class FleetSettings:
         Environment the workers need on top of the driver's.
     name : str
         Job name in the scheduler's listing.
+    outlive_driver : bool
+        See below.
     """
 
     processes: int
     python_argv: typing.List[str]
     env: typing.Dict[str, str]
     name: str
+    outlive_driver: bool = False
+    """With a store: should the driver die, its workers finish the maps in
+    flight (the next run adopts them) instead of being cancelled."""
 
 
 class Fleet:
@@ -162,7 +169,7 @@ class Fleet:
             return [w for w, r in self.records.items() if not r.confirmed_ended]
 
     def num_available(self) -> int:
-        """Workers alive and not leaving on their own.
+        """Workers alive and not leaving on their own (adopted ones count).
 
         A worker the pool cancelled counts until a poll confirms its end,
         as a lost one does: its slot is not free before.
@@ -197,13 +204,29 @@ class Fleet:
                 self.records[wid] = WorkerRecord(worker_id=wid, submission=index)
         log.event("submitted", submission=index, workers=ids)
         # Should this process die without cleaning up, the reaper cancels
-        # the pool's workers.
-        reaper.register(
-            self.pool_dir.path,
-            self.scheduler.cancel_commands(self.alive_ids()),
-            stop_file=self.pool_dir.flag_path(STOP),
-        )
+        # the pool's workers; with a store, it lets them finish the maps in
+        # flight and leave then.
+        if self.settings.outlive_driver:
+            reaper.register(self.pool_dir.path, [], stop_file=self.pool_dir.flag_path(CLOSED))
+        else:
+            reaper.register(
+                self.pool_dir.path,
+                self.scheduler.cancel_commands(self.alive_ids()),
+                stop_file=self.pool_dir.flag_path(STOP),
+            )
         return ids
+
+    def adopt(self, worker_ids: typing.Iterable[str], log) -> None:
+        """Watch a dead driver's workers that serve a map this pool adopted."""
+        with self.lock:
+            new = sorted(w for w in worker_ids if w not in self.records)
+            if not new:
+                return
+            index = len(self.submissions)
+            self.submissions.append(Submission(list(new), productive=True, evaluated=True))
+            for wid in new:
+                self.records[wid] = WorkerRecord(worker_id=wid, submission=index, adopted=True)
+        log.event("workers_adopted", workers=new)
 
     def cancel(self, worker_ids: typing.Collection[str], why: str, log) -> None:
         """Cancel workers, unless ended or leaving already; a failure is
@@ -233,7 +256,9 @@ class Fleet:
     def cancel_unstarted(self, why: str, log) -> None:
         """Cancel the workers that have not started yet."""
         started = self.pool_dir.started_workers()
-        self.cancel([w for w in self.alive_ids() if w not in started], why, log)
+        with self.lock:
+            own = [w for w in self.alive_ids() if not self.records[w].adopted]
+        self.cancel([w for w in own if w not in started], why, log)
 
     def cancel_unserved(self, why: str, log) -> None:
         """Cancel the workers that have not delivered a result yet.

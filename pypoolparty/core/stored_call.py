@@ -1,0 +1,393 @@
+"""
+A call (a map, an imap, a burst of apply_async) on a pool with a store.
+
+Each job's key says what it computes (:mod:`.fingerprint`). The call is cut
+into parts by what the store knows of each key:
+
+* stored: delivered at once, no scheduler call;
+* in flight in a record whose driver lives (another driver runs the same
+  jobs now): followed, read from the store as that driver stores them;
+* in flight in a record whose driver died: adopted. The dead driver's map
+  dir is opened to this pool's workers, its workers (still running: a
+  driver with a store leaves them to finish) are watched as this pool's
+  own, and what they finished meanwhile is collected;
+* the rest: one new map, with a record of its own.
+
+A part that ends without all its keys (the other driver failed, or died)
+hands what is missing back to the plan. The caller sees one result, in the
+call's order, as without a store.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import typing
+
+from .. import errors
+from . import fingerprint
+from .calling import CallSpec, CallStyle
+from .results import Cancellable, Pair
+from .store import RecordWriter, Shelf
+
+logger = logging.getLogger("pypoolparty")
+
+#: A part stores its results at most this often (and when it ends).
+FLUSH_SECONDS = 1.0
+#: A followed record is read at most this often.
+FOLLOW_SECONDS = 0.5
+#: ... and its owner's life checked at most this often.
+OWNER_CHECK_SECONDS = 5.0
+
+
+class Assembly(Cancellable):
+    """The caller's result, fed by the call's parts in the call's job order.
+
+    Parameters
+    ----------
+    sink : ResultSink
+        What the caller holds (a MapResult, an imap iterator, an apply batch).
+    num_jobs : int
+        Jobs in the call.
+    """
+
+    def __init__(self, sink, num_jobs: int):
+        self.sink = sink
+        self.num_jobs = num_jobs
+        self.delivered = 0
+        self.parts: typing.List[typing.Any] = []
+        self.ended = False
+        self.lock = threading.RLock()
+        sink.run = self
+
+    def deliver(self, positions: typing.Sequence[int], pairs: typing.Sequence[Pair]) -> None:
+        """Pass results on, as runs of consecutive positions."""
+        with self.lock:
+            if self.ended:
+                return
+            start = 0
+            for i in range(1, len(positions) + 1):
+                if i == len(positions) or positions[i] != positions[i - 1] + 1:
+                    self.sink.chunk_done(0, positions[start], list(pairs[start:i]))
+                    start = i
+            self.delivered += len(positions)
+            if self.delivered >= self.num_jobs:
+                self.ended = True
+                self.sink.completed()
+
+    def fail(self, exc: BaseException) -> None:
+        """A part failed: the call fails, and its other parts stop."""
+        with self.lock:
+            if self.ended:
+                return
+            self.ended = True
+            self.sink.failed(exc)
+            parts = list(self.parts)
+        for part in parts:
+            part.cancel("another part of its call failed")
+
+    def cancel(self, reason: str) -> None:
+        """The caller gave up: stop every part."""
+        with self.lock:
+            parts = list(self.parts)
+        for part in parts:
+            part.cancel(reason)
+        self.fail(errors.CancelledError("pypoolparty: " + reason))
+
+    @property
+    def active(self) -> bool:
+        return not self.ended
+
+
+class PartSink:
+    """One map of the call: places its results in the call and stores them.
+
+    Parameters
+    ----------
+    assembly : Assembly
+        The call.
+    keys : list of str
+        The key of each job of the map.
+    targets : list of list of int
+        For each job of the map, the call's positions it fills (none for a
+        job of an adopted map that this call does not need).
+    writer : RecordWriter
+        Stores the results.
+    shelf : Shelf
+        Keys stored already are not stored again.
+    on_end : callable or None
+        Called once when the map ended.
+    """
+
+    run = None
+
+    def __init__(
+        self,
+        assembly: Assembly,
+        keys: typing.List[str],
+        targets: typing.List[typing.List[int]],
+        writer: RecordWriter,
+        shelf: Shelf,
+        on_end: typing.Optional[typing.Callable[[], None]] = None,
+    ):
+        self.assembly = assembly
+        self.keys = keys
+        self.targets = targets
+        self.writer = writer
+        self.shelf = shelf
+        self.on_end = on_end
+        self._pending: typing.List[typing.Tuple[str, typing.Any]] = []
+        self._flushed = time.monotonic()
+        self._left = len(keys)
+
+    def chunk_done(self, chunk: int, first_job: int, results: typing.List[Pair]) -> None:
+        positions, pairs = [], []
+        for i, pair in enumerate(results):
+            job = first_job + i
+            if pair[0] and self.keys[job] not in self.shelf.stored:
+                self._pending.append((self.keys[job], pair[1]))
+            for position in self.targets[job]:
+                positions.append(position)
+                pairs.append(pair)
+        self._left -= len(results)
+        if self._left <= 0 or time.monotonic() - self._flushed >= FLUSH_SECONDS:
+            self.flush()  # before the caller sees the last result
+        self.assembly.deliver(positions, pairs)
+
+    def keep(self, chunk: int, first_job: int, results: typing.List[Pair]) -> None:
+        """Results of a map that ended early: stored, not delivered."""
+        for i, (ok, value) in enumerate(results):
+            if ok and self.keys[first_job + i] not in self.shelf.stored:
+                self._pending.append((self.keys[first_job + i], value))
+
+    def flush(self) -> None:
+        """Store what came since the last flush."""
+        pending, self._pending = self._pending, []
+        self._flushed = time.monotonic()
+        if pending:
+            self.writer.put([k for k, _ in pending], [v for _, v in pending])
+            self.shelf.read_record(self.writer.name)
+
+    def completed(self) -> None:
+        self._end("completed")
+
+    def failed(self, exc: BaseException) -> None:
+        self._end("cancelled" if isinstance(exc, errors.CancelledError) else "failed")
+        self.assembly.fail(exc)
+
+    def _end(self, how: str) -> None:
+        try:
+            self.flush()
+            self.writer.end(how)
+        except OSError as exc:
+            logger.warning("pypoolparty: could not write to the store: %s", exc)
+        if self.on_end is not None:
+            self.on_end()
+
+    def cancel(self, reason: str) -> None:
+        if self.run is not None:
+            self.run.cancel(reason)
+
+
+class Follow:
+    """Waits for the keys another, live driver is computing now.
+
+    Driven by the pool's supervisor like a map; it needs no workers.
+    """
+
+    def __init__(self, call: "StoredCall", record: str, wanted: typing.Dict[str, typing.List[int]]):
+        self.call = call
+        self.record = record
+        self.wanted = dict(wanted)
+        self.fleet = call.hooks.fleet()
+        self.log = self.fleet.log
+        self.started = time.monotonic()
+        self.active = True
+        self._read = 0.0
+        self._owner_checked = time.monotonic()
+        self.lock = threading.RLock()
+
+    def collect(self) -> bool:
+        with self.lock:
+            now = time.monotonic()
+            if not self.active or now - self._read < FOLLOW_SECONDS:
+                return False
+            self._read = now
+            shelf = self.call.shelf
+            rec = shelf.read_record(self.record)
+            ready = [k for k in self.wanted if k in shelf.stored]
+            if ready:
+                self.call.deliver_stored({k: self.wanted.pop(k) for k in ready})
+            if not self.wanted:
+                self.active = False
+                return True
+            owner_gone = False
+            if now - self._owner_checked >= OWNER_CHECK_SECONDS:
+                self._owner_checked = now
+                owner_gone = not shelf.owner_is_alive(self.record)
+            if rec.ended is not None or owner_gone:
+                self.active = False
+                self.call.plan(self.wanted)
+            return bool(ready) or not self.active
+
+    def unfinished(self) -> int:
+        return 0
+
+    def unclaimed(self) -> int:
+        return 0
+
+    def after_workers_ended(self) -> None:
+        pass
+
+    def give_up(self, in_a_row: int, worker_ids: typing.List[str]) -> None:
+        pass
+
+    def fail(self, exc: BaseException) -> None:
+        self.active = False
+        self.call.assembly.fail(exc)
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        self.active = False
+        self.call.assembly.fail(errors.CancelledError("pypoolparty: " + reason))
+
+
+class StoredCall:
+    """Plans one call against the store and starts its parts.
+
+    Parameters
+    ----------
+    hooks : object
+        The pool's side: ``fleet()``, ``new_map_dir()``, ``start_map(spec,
+        jobs, chunksize, sink, work_dir)``, ``adopt_map(work_dir, pool_dir,
+        sink)`` (False if it cannot), ``follow(part)`` and ``map_info(work_dir)``.
+    shelf : Shelf
+        The store's shelf of the call's function.
+    spec, jobs, chunksize
+        The call.
+    assembly : Assembly
+        Where results go.
+    """
+
+    def __init__(self, hooks, shelf: Shelf, spec: CallSpec, jobs: list, chunksize, assembly):
+        self.hooks = hooks
+        self.shelf = shelf
+        self.spec = spec
+        self.jobs = jobs
+        self.chunksize = chunksize
+        self.assembly = assembly
+
+    def deliver_stored(self, wanted: typing.Dict[str, typing.List[int]]) -> None:
+        """Deliver stored keys to their positions."""
+        values = self.shelf.values(wanted)
+        order = sorted((p, k) for k, ps in wanted.items() for p in ps)
+        self.assembly.deliver([p for p, _ in order], [(True, values[k]) for _, k in order])
+
+    def plan(self, wanted: typing.Dict[str, typing.List[int]]) -> None:
+        """Start the parts that produce ``wanted`` (key -> the call's positions)."""
+        wanted = dict(wanted)
+        starts: typing.List[typing.Callable[[], None]] = []
+        with self.shelf.lock():
+            self.shelf.scan()
+            stored = {k: wanted.pop(k) for k in list(wanted) if k in self.shelf.stored}
+            for rec in list(self.shelf.records.values()):
+                if not wanted or not rec.in_flight:
+                    continue
+                mine = {k: wanted.pop(k) for k in set(rec.map["keys"]) if k in wanted}
+                if not mine:
+                    continue
+                writer = None
+                if not self.shelf.owner_is_alive(rec.name):
+                    writer = self.shelf.take_over(rec.name)
+                if writer is None:  # its driver lives, or another adopted it just now
+                    follow = Follow(self, rec.name, mine)
+                    self.assembly.parts.append(follow)
+                    starts.append(lambda f=follow: self.hooks.follow(f))
+                    continue
+                starts.append(lambda r=rec, w=writer, m=mine: self._adopt(r, w, m))
+            if wanted:
+                starts.append(self._new_map(wanted))
+        if stored:
+            self.deliver_stored(stored)
+        for start in starts:
+            start()
+
+    def _new_map(self, wanted: typing.Dict[str, typing.List[int]]) -> typing.Callable[[], None]:
+        """Record a new map of the ``wanted`` keys (under the lock); return
+        what starts it (after the lock)."""
+        keys = sorted(wanted, key=lambda k: wanted[k][0])
+        work_dir = self.hooks.new_map_dir()
+        writer = self.shelf.new_record(dict(self.hooks.map_info(work_dir), keys=keys))
+        self.hooks.writers.add(writer)
+        sink = PartSink(self.assembly, keys, [wanted[k] for k in keys], writer, self.shelf)
+        self.assembly.parts.append(sink)
+        jobs = [self.jobs[wanted[k][0]] for k in keys]
+
+        def start() -> None:
+            try:
+                self.hooks.start_map(self.spec, jobs, self.chunksize, sink, work_dir)
+            except Exception as exc:
+                sink.failed(exc)
+
+        return start
+
+    def _adopt(self, rec, writer: RecordWriter, mine: typing.Dict[str, typing.List[int]]) -> None:
+        """Take over a dead driver's map; what it cannot give runs anew."""
+        self.hooks.writers.add(writer)
+        keys = [str(k) for k in rec.map["keys"]]
+        sink = PartSink(
+            self.assembly, keys, [mine.get(k, []) for k in keys], writer, self.shelf
+        )
+        self.assembly.parts.append(sink)
+        if not self.hooks.adopt_map(rec.map, sink, self.spec.stop_on_failure):
+            writer.end("abandoned")
+            self.assembly.parts.remove(sink)
+            self.plan(mine)
+
+
+def call_keys(spec: CallSpec, jobs: list) -> typing.List[typing.Tuple[str, str, typing.Dict[str, typing.List[int]]]]:
+    """The call's jobs by shelf: ``(code fingerprint, name, {key: positions})``.
+
+    A job's key covers its function's code (:mod:`.fingerprint`) and the
+    digest of the call's ``(args, kwargs)`` (their pickle, sets ordered and
+    functions by their code): ``map(f, [x])``,
+    ``starmap(f, [(x,)])`` and ``apply(f, (x,))`` make the same call and
+    share its result. Each function has its shelf.
+
+    Raises NotPicklableError like a map without a store would.
+    """
+    from . import inputs
+
+    codes: typing.Dict[int, str] = {}
+    groups: typing.Dict[str, typing.Dict[str, typing.List[int]]] = {}
+    names: typing.Dict[str, str] = {}
+    for position, job in enumerate(jobs):
+        if spec.style is CallStyle.APPLY:
+            index, args, kwds = job
+        elif spec.style is CallStyle.STAR:
+            index, args, kwds = 0, tuple(job), {}
+        else:
+            index, args, kwds = 0, (job,), {}
+        if index not in codes:
+            codes[index] = _code_of(spec.funcs[index])
+            names[codes[index]] = _name_of(spec.funcs[index])
+        try:
+            call = fingerprint.value_digest((args, kwds))
+        except TypeError as exc:
+            raise inputs.not_picklable("job {:d}".format(position), exc) from exc
+        key = fingerprint.job_key(codes[index], call.encode())
+        groups.setdefault(codes[index], {}).setdefault(key, []).append(position)
+    return [(code, names[code], wanted) for code, wanted in groups.items()]
+
+
+def _code_of(func: typing.Callable) -> str:
+    from . import inputs
+
+    try:
+        return fingerprint.code_fingerprint(func)
+    except TypeError as exc:
+        raise inputs.not_picklable("func {!r}".format(func), exc) from exc
+
+
+def _name_of(func: typing.Callable) -> str:
+    inner = getattr(func, "func", func)  # functools.partial
+    return getattr(inner, "__qualname__", None) or type(inner).__qualname__

@@ -1,0 +1,183 @@
+"""
+The store on the real schedulers: a driver killed with SIGKILL in the middle
+of a map leaves its workers running; the same call run again adopts them,
+collects what they finished, submits nothing for the chunks they run, and
+each job runs exactly once. Two drivers on one store run each job once.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import pypoolparty
+from conftest import wait_until
+from fake_jobs import runs_of
+from pool_kinds import CLUSTER_POOLS, with_marks
+from pypoolparty.core import event_log
+
+pytestmark = pytest.mark.timeout(300)
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+#: The user's script: one map of ``counted`` jobs with a store.
+DRIVER = textwrap.dedent(
+    """\
+    import functools
+    import json
+    import sys
+
+    import fake_jobs
+    import pypoolparty.core.event_log
+    import pypoolparty.slurm
+    import pypoolparty.slurm.array
+    import pypoolparty.sun_grid_engine
+
+    kind, options, store, work, runs, gate, out, num_jobs = sys.argv[1:]
+    cls = {
+        "slurm.array": pypoolparty.slurm.array.Pool,
+        "slurm": pypoolparty.slurm.Pool,
+        "sun_grid_engine": pypoolparty.sun_grid_engine.Pool,
+    }[kind]
+    pool = cls(2, cache_dir=store, work_dir=work, polling_interval=1.0, **json.loads(options))
+    job = functools.partial(fake_jobs.counted, folder=runs, gate=gate)
+    results = pool.map(job, range(int(num_jobs)), chunksize=1)
+    events = pypoolparty.core.event_log.read(pool._pool_dir.log_path)
+    submitted = [e["workers"] for e in events if e["event"] == "submitted"]
+    pool.close()
+    pool.join()
+    with open(out, "w") as f:
+        json.dump({"results": results, "submitted": submitted}, f)
+    """
+)
+
+
+@pytest.fixture(params=with_marks(list(CLUSTER_POOLS)))
+def kind(request):
+    request.getfixturevalue(CLUSTER_POOLS[request.param][1])
+    return request.param
+
+
+class Call:
+    """The same call of the user's script, run as processes of its own."""
+
+    def __init__(self, kind, tmp_path, num_jobs=6):
+        self.kind = kind
+        self.tmp = tmp_path
+        self.num_jobs = num_jobs
+        for sub in ("runs", "gate", "work"):
+            (tmp_path / sub).mkdir(exist_ok=True)
+        self.script = tmp_path / "driver.py"
+        self.script.write_text(DRIVER)
+        self.procs = []
+
+    def start(self, name):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(pypoolparty.__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, TESTS, env.get("PYTHONPATH")) if p)
+        options = {k: dict(v) for k, v in CLUSTER_POOLS[self.kind][2].items()}
+        argv = [
+            sys.executable, str(self.script), self.kind, json.dumps(options),
+            str(self.tmp / "store"), str(self.tmp / "work"), str(self.tmp / "runs"),
+            str(self.tmp / "gate"), str(self.tmp / (name + ".json")), str(self.num_jobs),
+        ]
+        with open(self.tmp / (name + ".stderr"), "w") as stderr:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, cwd=str(self.tmp), env=env)
+        self.procs.append(proc)
+        return proc
+
+    def open_gate(self):
+        (self.tmp / "gate" / "go").touch()
+
+    def outcome(self, proc, name, timeout=180):
+        proc.wait(timeout=timeout)
+        stderr = (self.tmp / (name + ".stderr")).read_text()
+        assert proc.returncode == 0, stderr
+        with open(self.tmp / (name + ".json")) as f:
+            return json.load(f)
+
+    def pool_dirs(self):
+        work = self.tmp / "work"
+        return sorted(str(work / d) for d in os.listdir(str(work)) if d.startswith("pypoolparty-"))
+
+    def kill_all(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def submitted(pool_dir):
+    """Worker ids of every submission a pool's log records."""
+    events = event_log.read(os.path.join(pool_dir, "log.jsonl"))
+    return [w for e in events if e["event"] == "submitted" for w in e["workers"]]
+
+
+def alive(kind, ids):
+    """The ids the scheduler reports pending or running."""
+    pool = CLUSTER_POOLS[kind][0](1)
+    try:
+        statuses = pool.scheduler.states(ids, event_log.EventLog())
+    finally:
+        pool.terminate()
+    return [w for w, s in statuses.items() if s.state.is_alive]
+
+
+def test_a_killed_driver_is_resumed_and_each_job_runs_once(kind, tmp_path):
+    call = Call(kind, tmp_path)
+    try:
+        first = call.start("first")
+        assert wait_until(lambda: len(runs_of(tmp_path / "runs")) == 2, timeout=120), (
+            (tmp_path / "first.stderr").read_text()
+        )
+        (dead_pool,) = call.pool_dirs()
+        workers = submitted(dead_pool)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        # With a store the reaper lets the workers finish instead of
+        # cancelling them: they still run, waiting at the gate.
+        assert wait_until(lambda: os.path.exists(os.path.join(dead_pool, "open", "closed")), timeout=10)
+        assert sorted(alive(kind, workers)) == sorted(workers)
+
+        again = call.start("again")
+        assert wait_until(
+            lambda: any(e["event"] == "adopted" for e in map_events(dead_pool)), timeout=60
+        ), (tmp_path / "again.stderr").read_text()
+        call.open_gate()
+        out = call.outcome(again, "again")
+        assert out["results"] == [x * x for x in range(6)]
+        assert runs_of(tmp_path / "runs") == {x: 1 for x in range(6)}
+        # The dead driver's workers ran it all: the second made no submission.
+        assert out["submitted"] == []
+        assert wait_until(lambda: alive(kind, workers) == [], timeout=30)
+    finally:
+        call.kill_all()
+
+
+def map_events(pool_dir):
+    """Events of the maps in a pool dir (the adopted one logs its adoption)."""
+    out = []
+    for name in os.listdir(pool_dir):
+        path = os.path.join(pool_dir, name, "log.jsonl")
+        if name.startswith("map-") and os.path.exists(path):
+            out += event_log.read(path)
+    return out
+
+
+def test_two_drivers_on_one_store_run_each_job_once(kind, tmp_path):
+    call = Call(kind, tmp_path, num_jobs=4)
+    try:
+        a = call.start("a")
+        assert wait_until(lambda: len(runs_of(tmp_path / "runs")) == 2, timeout=120)
+        b = call.start("b")
+        assert wait_until(lambda: len(call.pool_dirs()) == 2, timeout=30)
+        call.open_gate()
+        out_a, out_b = call.outcome(a, "a"), call.outcome(b, "b")
+        assert out_a["results"] == out_b["results"] == [x * x for x in range(4)]
+        assert runs_of(tmp_path / "runs") == {x: 1 for x in range(4)}
+        assert len(out_a["submitted"]) == 1 and out_b["submitted"] == []
+    finally:
+        call.kill_all()
