@@ -24,6 +24,8 @@ __all__ = [
     "JobsLostError",
     "WorkDirError",
     "StoreError",
+    "EntryNotFoundError",
+    "RunsNotReadyWarning",
     "CancelledError",
 ]
 
@@ -119,6 +121,16 @@ class StoreError(PoolError):
     The message names the file and what to remove; the store's other
     results are not affected.
     """
+
+
+class EntryNotFoundError(LookupError):
+    """A decorated function was never called with these arguments under
+    this ``path`` (``dont_submit``, ``cancel_job``, ``print_job_output``)."""
+
+
+class RunsNotReadyWarning(UserWarning):
+    """Some runs of a ``@parallel`` or ``@parallel_average`` call are not
+    finished: the result holds the finished ones only."""
 
 
 class CancelledError(PoolError, concurrent.futures.CancelledError):

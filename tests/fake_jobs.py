@@ -72,6 +72,28 @@ def counted(x, folder, bad=(), gate=None):
     return x * x
 
 
+def noisy_run(x, folder, gate=None, fail_while=None):
+    """One run of a decorated function: ``x`` plus draws of numpy's global
+    generator; notes ``run-<run index>-<random>`` in ``folder``, waits for
+    ``gate/go`` if a gate is given, and raises in every third run while the
+    file ``fail_while`` exists."""
+    import numpy
+
+    from pypoolparty.runs import current_run
+
+    index = current_run().index
+    open(os.path.join(folder, "run-{:d}-{:s}".format(index, os.urandom(6).hex())), "w").close()
+    if gate is not None:
+        deadline = time.monotonic() + GATE_TIMEOUT
+        while not os.path.exists(os.path.join(gate, "go")):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never opened the gate")
+            time.sleep(0.005)
+    if fail_while is not None and os.path.exists(fail_while) and index % 3 == 0:
+        raise ValueError("run failed", index)
+    return {"value": x + numpy.random.random(), "vector": numpy.random.random(3)}
+
+
 def runs_of(folder) -> typing.Dict[int, int]:
     """How often each job of :func:`counted` ran."""
     out: typing.Dict[int, int] = {}

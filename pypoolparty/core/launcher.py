@@ -118,8 +118,19 @@ class Launcher:
         return self.ensure_pool_dir()[0].new_map_dir()
 
     # ------------------------------------------------------------ calls
-    def start(self, spec: CallSpec, jobs: list, chunksize: typing.Optional[int], sink) -> None:
+    def start(
+        self,
+        spec: CallSpec,
+        jobs: list,
+        chunksize: typing.Optional[int],
+        sink,
+        run_missing: typing.Union[bool, typing.Container[int]] = True,
+    ) -> None:
         """Start a call: with a store, only what it does not hold.
+
+        ``run_missing`` (a store only) says which of the jobs neither stored
+        nor in flight run: all (True), none (False: it takes what is stored,
+        follows and adopts what is in flight), or those at these positions.
 
         Raises NotPicklableError before anything is written.
         """
@@ -130,7 +141,7 @@ class Launcher:
         assembly = stored_call.Assembly(sink, len(jobs))
         for code, name, wanted in groups:
             shelf = self.store.shelf(code, name)
-            stored_call.StoredCall(self, shelf, spec, jobs, chunksize, assembly).plan(wanted)
+            stored_call.StoredCall(self, shelf, spec, jobs, chunksize, assembly, run_missing).plan(wanted)
 
     def start_map(
         self,

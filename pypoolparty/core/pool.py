@@ -40,9 +40,12 @@ _live_pools: "weakref.WeakSet[ClusterPool]" = weakref.WeakSet()
 
 @atexit.register
 def _terminate_live_pools() -> None:
-    """At interpreter exit, cancel what running pools still have queued."""
+    """At interpreter exit, cancel what running pools still have queued;
+    a pool told to leave its workers running (the parallel decorators')
+    is left as a killed driver's: its workers finish, the next run adopts them."""
     for pool in list(_live_pools):
-        pool.terminate()
+        if not pool._leave_running_at_exit:
+            pool.terminate()
 
 
 class ClusterPool:
@@ -94,6 +97,9 @@ class ClusterPool:
         its workers to finish; the same call run again adopts them. See
         :doc:`/store`. None: no store.
     """
+
+    #: Set (with a store) to leave the workers running at interpreter exit.
+    _leave_running_at_exit = False
 
     def __init__(
         self,

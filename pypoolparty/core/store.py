@@ -9,6 +9,7 @@ Plain files on the shared filesystem, no server. The layout::
             function.json              the function's name, for people
             <record>.jsonl             one per map that ran jobs; one writer at a time
             <record>-<n>.pickle        the values of a batch of jobs, written once
+                                       (``.json`` with the json encoding)
             <record>.owner-<g>         who writes the record (generation g)
             .lock                      held for milliseconds while a driver plans
 
@@ -35,7 +36,6 @@ import dataclasses
 import datetime
 import json
 import os
-import pickle
 import re
 import secrets
 import socket
@@ -43,9 +43,8 @@ import threading
 import time
 import typing
 
-import cloudpickle
-
 from .. import errors
+from . import encodings
 from .workdir import check_private_dir, make_private_dir, write_atomic
 
 MARK = "pypoolparty-store.json"
@@ -126,8 +125,9 @@ class Shelf:
         The shelf's folder.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, encoding: str = "pickle"):
         self.path = path
+        self.encoding = encoding
         self._read_lock = threading.RLock()
         self.records: typing.Dict[str, Record] = {}
         self.stored: typing.Dict[str, typing.Tuple[str, int]] = {}
@@ -198,7 +198,7 @@ class Shelf:
             path = self.join(name)
             try:
                 with open(path, "rb") as f:
-                    batch = pickle.load(f)
+                    batch = encodings.load(f.read(), name)
                 for key, position in wanted:
                     out[key] = batch[position]
             except Exception as exc:
@@ -300,6 +300,7 @@ class RecordWriter:
 
     def __init__(self, shelf: Shelf, name: str, generation: int):
         self.shelf = shelf
+        self.encoding = shelf.encoding
         self.name = name
         self.generation = generation
         self._batches = 0
@@ -336,9 +337,10 @@ class RecordWriter:
         if not keys:
             return
         self._batches += 1
-        pickle_name = "{:s}-g{:d}-{:d}.pickle".format(self.name, self.generation, self._batches)
-        write_atomic(self.shelf.join(pickle_name), cloudpickle.dumps(list(values)))
-        self.append({"stored": pickle_name, "keys": list(keys)})
+        data, suffix = encodings.dump(list(values), self.encoding)
+        file_name = "{:s}-g{:d}-{:d}{:s}".format(self.name, self.generation, self._batches, suffix)
+        write_atomic(self.shelf.join(file_name), data)
+        self.append({"stored": file_name, "keys": list(keys)})
 
     def end(self, how: str) -> None:
         """The map ended: the record is complete, its owner file goes."""
@@ -368,6 +370,9 @@ class Store:
     path : str
         The folder; made if missing. An existing folder must be empty or a
         store.
+    encoding : str
+        How new results are written: ``"pickle"`` or ``"json"``
+        (:mod:`.encodings`); a store holds and reads both.
 
     Raises
     ------
@@ -377,8 +382,9 @@ class Store:
         If another user could change what is in it.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, encoding: str = "pickle"):
         self.path = os.path.abspath(path)
+        self.encoding = encodings.check(encoding)
         make_private_dir(self.path)
         mark = os.path.join(self.path, MARK)
         if not os.path.exists(mark):
@@ -420,5 +426,5 @@ class Store:
                     json.dumps({"name": name, "fingerprint": fingerprint}).encode(),
                 )
             check_private_dir(path)
-            self._shelves[key] = Shelf(path)
+            self._shelves[key] = Shelf(path, self.encoding)
         return self._shelves[key]

@@ -266,9 +266,17 @@ class StoredCall:
         The call.
     assembly : Assembly
         Where results go.
+    run_missing : bool or container of int
+        Run the jobs that are neither stored nor in flight: all (True),
+        none (False: only collect, as a reader of the store wants; a dead
+        driver's map is still adopted, so that what its workers finish gets
+        stored), or those at these positions of the call.
     """
 
-    def __init__(self, hooks, shelf: Shelf, spec: CallSpec, jobs: list, chunksize, assembly):
+    def __init__(
+        self, hooks, shelf: Shelf, spec: CallSpec, jobs: list, chunksize, assembly, run_missing=True
+    ):
+        self.run_missing = run_missing
         self.hooks = hooks
         self.shelf = shelf
         self.spec = spec
@@ -304,6 +312,9 @@ class StoredCall:
                     starts.append(lambda f=follow: self.hooks.follow(f))
                     continue
                 starts.append(lambda r=rec, w=writer, m=mine: self._adopt(r, w, m))
+            if self.run_missing is not True:
+                allowed = self.run_missing or ()
+                wanted = {k: ps for k, ps in wanted.items() if any(p in allowed for p in ps)}
             if wanted:
                 starts.append(self._new_map(wanted))
         if stored:

@@ -127,7 +127,7 @@ def current_run() -> RunInfo:
     except LookupError:
         raise RuntimeError(
             "current_run() is only known inside a run of a @parallel or "
-            "@parallel_average function (pypoolparty.parallel.seeding.seeded_run)"
+            "@parallel_average function (pypoolparty.runs.seeding.seeded_run)"
         ) from None
 
 

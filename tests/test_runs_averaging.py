@@ -14,8 +14,8 @@ import warnings
 import numpy
 import pytest
 
-from pypoolparty.parallel import averaging, seeding
-from pypoolparty.parallel.averaging import Averaged, average
+from pypoolparty.runs import averaging, seeding
+from pypoolparty.runs.averaging import Averaged, average
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

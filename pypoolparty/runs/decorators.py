@@ -1,0 +1,409 @@
+"""
+``@parallel`` and ``@parallel_average``: a function becomes many runs on
+the cluster, called from a notebook as if it ran here.
+
+The first call with some arguments submits ``N_runs`` runs of
+``func(*args, **kwargs)`` on ``N_tasks`` workers and returns at once; a later
+call with the same arguments returns the runs finished so far (with a
+:class:`~pypoolparty.errors.RunsNotReadyWarning` while some are missing).
+The runs are the jobs of a pool with a store under ``path``: what finished
+is kept there, a driver that died (a closed laptop, a restarted kernel)
+leaves its workers to finish, and the next call collects their results.
+
+The actions (as methods of the decorated function, or as functions, as in
+ParallelAverage): ``do_submit`` (new runs, even if some exist),
+``dont_submit`` (only read), ``re_submit`` (run again what failed or was
+lost), ``cancel_job``, ``print_job_output``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import importlib
+import inspect
+import logging
+import os
+import threading
+import typing
+import warnings
+
+import numpy
+
+from .. import errors
+from ..core.calling import CallSpec, CallStyle
+from ..core.stored_call import call_keys
+from . import averaging, entries, seeding
+
+#: pool= names and the module of their pool.
+POOLS = {
+    "slurm": "pypoolparty.slurm.array",
+    "slurm.array": "pypoolparty.slurm.array",
+    "sge": "pypoolparty.sun_grid_engine",
+    "local": "pypoolparty.processes",
+}
+
+logger = logging.getLogger("pypoolparty")
+
+
+class Action(enum.Enum):
+    CALL = "call"
+    DO_SUBMIT = "do_submit"
+    DONT_SUBMIT = "dont_submit"
+    RE_SUBMIT = "re_submit"
+    CANCEL_JOB = "cancel_job"
+    PRINT_JOB_OUTPUT = "print_job_output"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the decorator was given."""
+
+    num_runs: int
+    num_tasks: int
+    path: str
+    seed: typing.Optional[int]
+    encoding: str
+    pool: typing.Any
+    scheduler_options: typing.Dict[str, typing.Any]
+    average: bool
+
+
+class Runs(list):
+    """The results of the finished runs, in run order.
+
+    Attributes
+    ----------
+    indices : list of int
+        The run index of each result.
+    num_runs : int
+        How many runs were asked for.
+    """
+
+    def __init__(self, values, indices, num_runs):
+        super().__init__(values)
+        self.indices = list(indices)
+        self.num_runs = num_runs
+
+
+def _run(func, args, kwargs, generation, job):
+    """One run on a worker: ``func(*args, **kwargs)`` with the run's seeds."""
+    index, seed_sequence = job
+    return seeding.run_function(func, index, seed_sequence, args, kwargs)
+
+
+class _Quiet:
+    """The sink of a decorated call's map: results go to the store only;
+    failures are kept to be told."""
+
+    run = None
+
+    def __init__(self):
+        self.failures: typing.Dict[int, BaseException] = {}
+        self.error: typing.Optional[BaseException] = None
+        self.ended = threading.Event()
+
+    def chunk_done(self, chunk, first_job, results):
+        for i, (ok, value) in enumerate(results):
+            if not ok:
+                self.failures[first_job + i] = value
+
+    def completed(self):
+        self.ended.set()
+
+    def failed(self, exc):
+        self.error = exc
+        self.ended.set()
+
+    @property
+    def busy(self) -> bool:
+        """Some part of the call still collects or runs."""
+        if self.ended.is_set() or self.run is None:
+            return False
+        parts = self.run.parts
+        return any((p.run is None or p.run.active) if hasattr(p, "writer") else p.active for p in parts)
+
+
+_lock = threading.RLock()
+_pools: typing.Dict[typing.Tuple, typing.Any] = {}
+_in_flight: typing.Dict[typing.Tuple[str, int], _Quiet] = {}
+
+
+def _pool_for(settings: Settings):
+    """The pool of these settings, made once per process.
+
+    Its workers are left to finish when this process ends (a notebook
+    kernel shut down): the next call collects what they did.
+    """
+    choice = settings.pool
+    key = (repr(choice), settings.num_tasks, os.path.abspath(settings.path), repr(settings.scheduler_options))
+    with _lock:
+        if key in _pools:
+            return _pools[key]
+        options = dict(settings.scheduler_options)
+        if choice is None:
+            from ..auto import which_scheduler
+
+            choice = which_scheduler()
+        if isinstance(choice, str):
+            if choice not in POOLS:
+                raise ValueError("pool= must be one of {} or a pool class, not {!r}".format(sorted(POOLS), choice))
+            choice = importlib.import_module(POOLS[choice]).Pool
+        cls = choice
+        accepted = inspect.signature(cls.__init__).parameters
+        word = next((w for w in ("sbatch_options", "qsub_options") if w in accepted), None)
+        if options and word is None:
+            logger.info("pypoolparty: %s takes no scheduler options; %s left out", cls.__name__, sorted(options))
+        kwargs = {word: options} if options and word else {}
+        pool = cls(
+            settings.num_tasks,
+            cache_dir=entries.folder(settings.path, entries.STORE),
+            work_dir=entries.folder(settings.path, entries.WORK),
+            **kwargs,
+        )
+        pool._launcher.store.encoding = settings.encoding
+        pool._leave_running_at_exit = True
+        _pools[key] = pool
+        return pool
+
+
+class ParallelFunction:
+    """A function whose calls run ``N_runs`` times on the cluster.
+
+    Call it as the function; see the module's docstring for the actions.
+    """
+
+    def __init__(self, func: typing.Callable, settings: Settings):
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.settings = settings
+
+    def __call__(self, *args, **kwargs):
+        return self._act(Action.CALL, args, kwargs)
+
+    def do_submit(self, *args, **kwargs):
+        """Submit new runs, also if some exist (a new generation)."""
+        return self._act(Action.DO_SUBMIT, args, kwargs)
+
+    def dont_submit(self, *args, **kwargs):
+        """Only read what is finished; never submit."""
+        return self._act(Action.DONT_SUBMIT, args, kwargs)
+
+    def re_submit(self, *args, **kwargs):
+        """Run again the runs that failed or were lost (not those in flight)."""
+        return self._act(Action.RE_SUBMIT, args, kwargs)
+
+    def cancel_job(self, *args, **kwargs) -> None:
+        """Cancel the runs in flight; what finished stays."""
+        return self._act(Action.CANCEL_JOB, args, kwargs)
+
+    def print_job_output(self, *args, **kwargs) -> str:
+        """Print (and return) the end of the workers' output."""
+        return self._act(Action.PRINT_JOB_OUTPUT, args, kwargs)
+
+    # ----------------------------------------------------------- internals
+    def _entry(self, action: Action, args: tuple, kwargs: dict) -> typing.Tuple[entries.Entry, range]:
+        """The call's entry, and the runs never submitted before (all of a
+        new entry or generation, those beyond an older, smaller ``N_runs``)."""
+        s = self.settings
+        ident = entries.entry_id(self.func, args, kwargs, s.seed)
+        entry = entries.load(s.path, ident)
+        new_runs = range(s.num_runs) if entry is None else range(entry.num_runs, s.num_runs)
+        if entry is None:
+            if action not in (Action.CALL, Action.DO_SUBMIT, Action.RE_SUBMIT):
+                raise errors.EntryNotFoundError(
+                    "pypoolparty: {:s}({:s}) has no entry under {!r}: it was never "
+                    "called with these arguments (and this seed). Call it to "
+                    "submit its runs.".format(self.__name__, entries.new_entry(
+                        ident, self.func, args, kwargs, s.num_runs, 0).arguments, s.path)
+                )
+            seed = s.seed if s.seed is not None else numpy.random.SeedSequence().entropy
+            entry = entries.new_entry(ident, self.func, args, kwargs, s.num_runs, seed)
+        elif action is Action.DO_SUBMIT:
+            entry.generation += 1
+            new_runs = range(s.num_runs)
+            if s.seed is None:
+                entry.entropy = str(numpy.random.SeedSequence().entropy)
+        if new_runs or entry.num_runs != s.num_runs:
+            entry.num_runs = s.num_runs
+            entry.save(s.path)
+        return entry, new_runs
+
+    def _call(self, entry: entries.Entry, args, kwargs):
+        """The map of the entry's runs: its spec and jobs."""
+        runner = functools.partial(_run, self.func, tuple(args), dict(kwargs), entry.generation)
+        jobs = list(enumerate(seeding.run_seeds(entry.seed, entry.num_runs)))
+        return CallSpec(funcs=(runner,), style=CallStyle.ONE, stop_on_failure=False), jobs
+
+    def _act(self, action: Action, args: tuple, kwargs: dict):
+        entry, new_runs = self._entry(action, args, kwargs)
+        spec, jobs = self._call(entry, args, kwargs)
+        flight = (entry.entry_id, entry.generation)
+        if action is Action.CANCEL_JOB:
+            return self._cancel(flight)
+        if action is Action.PRINT_JOB_OUTPUT:
+            return _print_output(self.settings, spec, jobs)
+        if action is not Action.DONT_SUBMIT:
+            with _lock:
+                mine = _in_flight.get(flight)
+                if mine is None or not mine.busy or action is Action.RE_SUBMIT:
+                    run_missing = True if action is Action.RE_SUBMIT else new_runs
+                    sink = _Quiet()
+                    if mine is not None and action is not Action.RE_SUBMIT:
+                        sink.failures.update(mine.failures)  # still failed, until re_submit
+                    _pool_for(self.settings)._launcher.start(spec, jobs, None, sink, run_missing)
+                    _in_flight[flight] = sink
+        return self._finished(entry, spec, jobs, _in_flight.get(flight))
+
+    def _cancel(self, flight) -> None:
+        with _lock:
+            mine = _in_flight.pop(flight, None)
+        if mine is not None and mine.run is not None:
+            mine.run.cancel("cancel_job() was called")
+
+    def _finished(self, entry, spec, jobs, sink: typing.Optional[_Quiet]):
+        """What the store holds of the runs; a warning for what it lacks."""
+        from ..core.store import Store
+
+        store = Store(entries.folder(self.settings.path, entries.STORE), self.settings.encoding)
+        ((code, name, wanted),) = call_keys(spec, jobs)
+        shelf = store.shelf(code, name)
+        shelf.scan()
+        ready = {k: ps for k, ps in wanted.items() if k in shelf.stored}
+        values = shelf.values(ready)
+        order = sorted((p, k) for k, ps in ready.items() for p in ps)
+        missing = len(jobs) - len(order)
+        if missing:
+            warnings.warn(
+                errors.RunsNotReadyWarning(_not_ready(self.__name__, missing, len(jobs), sink)),
+                stacklevel=3,
+            )
+        results = Runs([values[k] for _, k in order], [p for p, _ in order], len(jobs))
+        if not self.settings.average:
+            return results
+        return averaging.average(list(results)) if results else None
+
+
+def _not_ready(name: str, missing: int, total: int, sink: typing.Optional[_Quiet]) -> str:
+    text = "pypoolparty: {:d} / {:d} runs of {:s} are not ready yet".format(missing, total, name)
+    if sink is not None and sink.failures:
+        first = next(iter(sink.failures.values()))
+        text += "; {:d} failed (the first: {!r}), re_submit() runs them again".format(len(sink.failures), first)
+    elif sink is not None and sink.error is not None:
+        text += "; their map failed: {}".format(sink.error)
+    elif sink is None or not sink.busy:
+        text += "; none of them runs now: re_submit() runs them"
+    return text
+
+
+def _print_output(settings: Settings, spec, jobs) -> str:
+    """The end of the output of the workers of the entry's maps in flight."""
+    from ..core.pooldir import PoolDir
+    from ..core.store import Store
+
+    store = Store(entries.folder(settings.path, entries.STORE), settings.encoding)
+    ((code, name, wanted),) = call_keys(spec, jobs)
+    shelf = store.shelf(code, name)
+    shelf.scan()
+    texts = []
+    for rec in shelf.records.values():
+        if rec.map is None or not set(rec.map["keys"]) & set(wanted):
+            continue
+        pool_dir = PoolDir(rec.map["pool_dir"])
+        for worker in sorted(pool_dir.started_workers()):
+            tail = pool_dir.tail_of_worker_log(worker).strip()
+            if tail:
+                texts.append("--- worker {:s} ({:s})\n{:s}".format(worker, rec.name, tail))
+    text = "\n".join(texts) or "pypoolparty: no worker output of these runs is left"
+    print(text)
+    return text
+
+
+def _decorator(settings: Settings) -> typing.Callable[[typing.Callable], ParallelFunction]:
+    if settings.num_runs < 1 or settings.num_tasks < 1:
+        raise ValueError("N_runs and N_tasks must be 1+")
+    return lambda func: ParallelFunction(func, settings)
+
+
+def parallel(
+    N_runs: int,
+    N_tasks: typing.Optional[int] = None,
+    path: str = ".",
+    *,
+    seed: typing.Optional[int] = None,
+    encoding: str = "pickle",
+    pool: typing.Any = None,
+    **scheduler_options,
+) -> typing.Callable[[typing.Callable], ParallelFunction]:
+    """Run a function ``N_runs`` times on the cluster; calls return the runs.
+
+    Parameters
+    ----------
+    N_runs : int
+        Runs per call.
+    N_tasks : int or None
+        Workers at once (default ``N_runs``).
+    path : str
+        Where entries, results and the pools' folders go, on a filesystem
+        the compute nodes share.
+    seed : int or None
+        The seed of every run's randomness; None draws one per entry.
+    encoding : {"pickle", "json"}
+        How the results are written in the store.
+    pool : str, pool class or None
+        ``"slurm"``, ``"sge"``, ``"local"`` or a pool class; None chooses as
+        :func:`pypoolparty.Pool` does.
+    **scheduler_options
+        Options of the scheduler (``time="24:00:00"``, ``mem="16G"``: sbatch's
+        for SLURM, qsub's for Grid Engine).
+
+    Returns
+    -------
+    callable
+        The decorator. A call of the decorated function returns a
+        :class:`Runs` list of the finished runs' results.
+    """
+    return _decorator(
+        Settings(N_runs, N_tasks or N_runs, path, seed, encoding, pool, scheduler_options, average=False)
+    )
+
+
+def parallel_average(
+    N_runs: int,
+    N_tasks: typing.Optional[int] = None,
+    path: str = ".",
+    *,
+    seed: typing.Optional[int] = None,
+    encoding: str = "pickle",
+    pool: typing.Any = None,
+    **scheduler_options,
+) -> typing.Callable[[typing.Callable], ParallelFunction]:
+    """As :func:`parallel`, but a call returns the average over the finished
+    runs (:class:`~pypoolparty.runs.averaging.Averaged`: ``mean``,
+    ``variance``, ``standard_deviation``, ``estimated_error``), or None
+    while none finished."""
+    return _decorator(
+        Settings(N_runs, N_tasks or N_runs, path, seed, encoding, pool, scheduler_options, average=True)
+    )
+
+
+def _action(action: Action) -> typing.Callable[[ParallelFunction], typing.Callable]:
+    def wrap(function: ParallelFunction) -> typing.Callable:
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            return function._act(action, args, kwargs)
+
+        return call
+
+    wrap.__name__ = action.value
+    wrap.__doc__ = "``{:s}(f)(*args)`` is ``f.{:s}(*args)`` (ParallelAverage's spelling).".format(
+        action.value, action.value
+    )
+    return wrap
+
+
+do_submit = _action(Action.DO_SUBMIT)
+dont_submit = _action(Action.DONT_SUBMIT)
+re_submit = _action(Action.RE_SUBMIT)
+cancel_job = _action(Action.CANCEL_JOB)
+print_job_output = _action(Action.PRINT_JOB_OUTPUT)
