@@ -123,7 +123,7 @@ def alive(kind, ids):
         statuses = pool.scheduler.states(ids, event_log.EventLog())
     finally:
         pool.terminate()
-    return [w for w, s in statuses.items() if s.state.is_alive]
+    return [w for w in ids if w in statuses and statuses[w].state.is_alive]
 
 
 def test_a_killed_driver_is_resumed_and_each_job_runs_once(kind, tmp_path):
@@ -181,3 +181,119 @@ def test_two_drivers_on_one_store_run_each_job_once(kind, tmp_path):
         assert len(out_a["submitted"]) == 1 and out_b["submitted"] == []
     finally:
         call.kill_all()
+
+
+#: The decorator flow: argv kind, options, path, folder, gate, action, out.
+DECORATED = textwrap.dedent(
+    """\
+    import json
+    import sys
+    import time
+    import warnings
+
+    import fake_jobs
+    import pypoolparty
+    import pypoolparty.slurm
+    import pypoolparty.slurm.array
+    import pypoolparty.sun_grid_engine
+
+    kind, options, path, folder, gate, action, out = sys.argv[1:]
+    cls = {
+        "slurm.array": pypoolparty.slurm.array.Pool,
+        "slurm": pypoolparty.slurm.Pool,
+        "sun_grid_engine": pypoolparty.sun_grid_engine.Pool,
+    }[kind]
+    options = json.loads(options)
+    settings = dict(N_runs=6, N_tasks=2, path=path, seed=11, pool=cls, **options.get("sbatch_options", {}))
+    average = pypoolparty.parallel_average(**settings)(fake_jobs.noisy_run)
+    runs = pypoolparty.parallel(**settings)(fake_jobs.noisy_run)
+
+
+    def call(f):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = f(1.0, folder, gate=gate)
+        return result, [str(w.message) for w in caught]
+
+
+    report = {}
+    if action == "first":
+        result, report["warnings"] = call(average)
+        report["result"] = repr(result)
+    else:
+        getattr(pypoolparty, action)(average)(1.0, folder, gate=gate)
+        deadline = time.monotonic() + 150
+        while True:
+            result, said = call(average)
+            if not said or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        report["warnings"] = said
+        report["mean"] = float(result["value"])
+        report["variance"] = float(result["value"].variance)
+        report["error"] = float(result["value"].estimated_error)
+        values, _ = call(runs.dont_submit)
+        report["values"] = [r["value"] for r in values]
+    with open(out, "w") as f:
+        json.dump(report, f)
+    """
+)
+
+
+def test_the_decorator_flow_survives_its_driver_and_re_submits_a_killed_run(kind, tmp_path):
+    import numpy
+
+    from fake_jobs import noisy_run
+    from pypoolparty.runs import seeding
+
+    script = tmp_path / "decorated.py"
+    script.write_text(DECORATED)
+    for sub in ("marks", "gate"):
+        (tmp_path / sub).mkdir()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pypoolparty.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, TESTS, env.get("PYTHONPATH")) if p)
+    options = json.dumps({k: dict(v) for k, v in CLUSTER_POOLS[kind][2].items()})
+
+    def run(action):
+        out = tmp_path / (action + ".json")
+        proc = subprocess.run(
+            [sys.executable, str(script), kind, options, str(tmp_path / "project"),
+             str(tmp_path / "marks"), str(tmp_path / "gate"), action, str(out)],
+            cwd=str(tmp_path), env=env, stderr=subprocess.PIPE, text=True, timeout=240,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(out.read_text())
+
+    first = run("first")
+    assert first["result"] == "None"
+    assert first["warnings"] == ["pypoolparty: 6 / 6 runs of noisy_run are not ready yet"]
+    # The driver is gone; its workers go on, and one is killed at work.
+    assert wait_until(lambda: len(runs_of(tmp_path / "marks")) == 2, timeout=120)
+    work = tmp_path / "project" / "pypoolparty-parallel" / "work"
+    (pool_dir,) = [str(work / d) for d in os.listdir(str(work)) if d.startswith("pypoolparty-")]
+    workers = submitted(pool_dir)
+    assert sorted(alive(kind, workers)) == sorted(workers)
+    pool = CLUSTER_POOLS[kind][0](1)
+    try:
+        pool.scheduler.cancel(workers[:1], event_log.EventLog())
+    finally:
+        pool.terminate()
+    assert wait_until(lambda: alive(kind, workers[:1]) == [], timeout=60)
+    (tmp_path / "gate" / "go").touch()
+
+    again = run("re_submit")
+    assert again["warnings"] == []
+    local = [
+        seeding.run_function(noisy_run, i, s, (1.0, str(tmp_path / "local")))
+        for i, s in enumerate(seeding.run_seeds(11, 6))
+        if os.makedirs(str(tmp_path / "local"), exist_ok=True) is None
+    ]
+    values = numpy.array([r["value"] for r in local])
+    assert again["values"] == list(values)
+    assert again["mean"] == pytest.approx(values.mean(), rel=1e-12)
+    assert again["variance"] == pytest.approx(values.var(ddof=1), rel=1e-12)
+    assert again["error"] == pytest.approx(values.std(ddof=1) / numpy.sqrt(6), rel=1e-12)
+    runs = runs_of(tmp_path / "marks")
+    assert sorted(runs) == list(range(6)) and sum(runs.values()) == 7  # the killed run twice
+    assert wait_until(lambda: alive(kind, workers) == [], timeout=60)

@@ -158,3 +158,12 @@ def test_the_reaper_cancels_the_workers_of_a_killed_driver(tmp_path):
     # The orphaned workers run their chunks to the end and leave.
     gate.open()
     assert wait_until(lambda: all(process_gone(pid) for pid in pids))
+
+
+def test_cancel_targets_takes_a_whole_array_only_when_its_size_is_known():
+    from pypoolparty.core.scheduler import cancel_targets
+
+    assert cancel_targets(["7_0", "7_1"], "_", {"7": 2}) == ["7"]
+    assert cancel_targets(["7_0"], "_", {"7": 2}) == ["7_0"]
+    # Another driver's array (adopted): its size is unknown here.
+    assert cancel_targets(["9_1"], "_", {}) == ["9_1"]

@@ -238,14 +238,16 @@ def cancel_targets(
     """The fewest ids to cancel: a whole array by its job id, else its tasks.
 
     ``worker_ids`` are ``"<job><separator><task>"``; ``array_sizes`` gives
-    the number of tasks each array job was submitted with.
+    the number of tasks each array job was submitted with. An array of
+    unknown size (another driver's, adopted) is cancelled task by task.
     """
     by_job: typing.Dict[str, typing.List[str]] = {}
     for w in worker_ids:
         by_job.setdefault(w.split(separator, 1)[0], []).append(w)
     targets = []
     for job_id, tasks in sorted(by_job.items()):
-        if len(tasks) >= array_sizes.get(job_id, -1):
+        size = array_sizes.get(job_id)
+        if size is not None and len(tasks) >= size:
             targets.append(job_id)
         else:
             targets.extend(sorted(tasks))

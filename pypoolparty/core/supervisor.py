@@ -92,6 +92,7 @@ class Supervisor:
         self._unproductive_in_a_row = 0
         self._last_busy = time.monotonic()
         self._unstarted_cancelled = True
+        self._rounds = 0
 
     # -------------------------------------------------------------- control
     def add(self, run: MapRun) -> None:
@@ -148,6 +149,20 @@ class Supervisor:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
+    def settle(self, timeout: float) -> None:
+        """Wait until a whole round ran after this call: the maps added
+        before have had their workers submitted (or have failed)."""
+        with self._cond:
+            target = self._rounds + 2  # the round under way may predate the call
+            self._woken = True
+            self._cond.notify_all()
+            deadline = time.monotonic() + timeout
+            while self._rounds < target and self._thread is not None and self._thread.is_alive():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+
     def wake(self) -> None:
         with self._cond:
             self._woken = True
@@ -169,6 +184,9 @@ class Supervisor:
                 for run in runs:
                     run.fail(exc)
                 changed = True
+            with self._cond:
+                self._rounds += 1
+                self._cond.notify_all()
             # Ended maps must not stay referenced while the thread idles:
             # they hold their results and, through them, the pool.
             ages = [time.monotonic() - r.started for r in runs if r.active]

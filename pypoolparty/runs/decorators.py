@@ -251,7 +251,11 @@ class ParallelFunction:
                     sink = _Quiet()
                     if mine is not None and action is not Action.RE_SUBMIT:
                         sink.failures.update(mine.failures)  # still failed, until re_submit
-                    _pool_for(self.settings)._launcher.start(spec, jobs, None, sink, run_missing)
+                    pool = _pool_for(self.settings)
+                    pool._launcher.start(spec, jobs, None, sink, run_missing)
+                    # Returns once the workers are submitted: the process may
+                    # end right after (a script, a notebook closed).
+                    pool._supervisor.settle(timeout=120.0)
                     _in_flight[flight] = sink
         return self._finished(entry, spec, jobs, _in_flight.get(flight))
 
