@@ -25,6 +25,13 @@ CLUSTER_POOLS = {
     "sun_grid_engine": (pypoolparty.sun_grid_engine.Pool, "sge", {}),
 }
 OURS = [k for k in KINDS if k != "multiprocessing"]
+#: A kind with a store (``cache_dir``): what a store changes must not show.
+WITH_STORE = "slurm.array+store"
+
+
+def _base(kind):
+    """The pool kind without its "+store"."""
+    return kind[: -len("+store")] if kind.endswith("+store") else kind
 #: The stdlib's pool and ours that is one.
 STDLIB_KINDS = ("multiprocessing", "local")
 
@@ -33,8 +40,8 @@ def with_marks(kinds):
     """The kinds as parameters; those of a cluster pool need its scheduler."""
     out = []
     for kind in kinds:
-        if kind in CLUSTER_POOLS:
-            scheduler = CLUSTER_POOLS[kind][1]
+        if _base(kind) in CLUSTER_POOLS:
+            scheduler = CLUSTER_POOLS[_base(kind)][1]
             marks = [pytest.mark.cluster, getattr(pytest.mark, scheduler)]
         else:
             marks = []
@@ -44,7 +51,7 @@ def with_marks(kinds):
 
 def pool_maker(request, tmp_path, monkeypatch):
     """Yield a function making pools of the kind ``request.param``."""
-    kind = request.param
+    kind, store = _base(request.param), request.param.endswith("+store")
     if kind in CLUSTER_POOLS:
         # The fixture points the scheduler's clients at its cluster.
         request.getfixturevalue(CLUSTER_POOLS[kind][1])
@@ -63,6 +70,10 @@ def pool_maker(request, tmp_path, monkeypatch):
         else:
             cls, _, options = CLUSTER_POOLS[kind]
             kwargs = {"polling_interval": 1.0, **{k: dict(v) for k, v in options.items()}}
+            if store:
+                # One store per pool: a store shared between a test's pools
+                # would (rightly) give the second the first one's results.
+                kwargs["cache_dir"] = str(tmp_path / "store-{:d}".format(len(made)))
             kwargs.update(ours)
             pool = cls(*args, **kwargs)
         if track:

@@ -297,3 +297,36 @@ def test_the_decorator_flow_survives_its_driver_and_re_submits_a_killed_run(kind
     runs = runs_of(tmp_path / "marks")
     assert sorted(runs) == list(range(6)) and sum(runs.values()) == 7  # the killed run twice
     assert wait_until(lambda: alive(kind, workers) == [], timeout=60)
+
+
+def test_a_damaged_store_file_is_a_clear_error_and_loses_nothing_else(kind, tmp_path):
+    import functools
+
+    from fake_jobs import counted
+    from pypoolparty import errors
+
+    cls, _, options = CLUSTER_POOLS[kind]
+    options = {k: dict(v) for k, v in options.items()}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = functools.partial(counted, folder=str(tmp_path / "a"))
+    b = functools.partial(counted, folder=str(tmp_path / "b"))
+    store = tmp_path / "store"
+    with cls(2, cache_dir=str(store), work_dir=str(tmp_path / "w"), polling_interval=1.0, **options) as pool:
+        assert pool.map(a, range(4)) == pool.map(b, range(4)) == [0, 1, 4, 9]
+    shelf_of_a = [d for d in os.listdir(str(store)) if os.path.isdir(str(store / d))
+                  and "counted" in (store / d / "function.json").read_text()]
+    batches = sorted(str(store / d / n) for d in shelf_of_a for n in os.listdir(str(store / d)) if n.endswith(".pickle"))
+    (store / "notes.txt").write_text("a stranger's file")  # ignored: not in a shelf
+    with open(batches[0], "wb") as f:
+        f.write(b"\x80\x04 truncated")
+    with cls(2, cache_dir=str(store), work_dir=str(tmp_path / "w"), polling_interval=1.0, **options) as pool:
+        outcomes = []
+        for f in (a, b):
+            try:
+                outcomes.append(pool.map(f, range(4)))
+            except errors.StoreError as err:
+                assert batches[0] in str(err) and "Remove it" in str(err)
+                outcomes.append("error")
+        assert sorted(map(str, outcomes)) == ["[0, 1, 4, 9]", "error"]
+        assert pool._pool_dir is None  # no map was needed: nothing submitted

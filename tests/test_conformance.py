@@ -14,12 +14,12 @@ from pypoolparty import errors
 
 import conformance_jobs as jobs
 from conformance_jobs import CustomError
-from pool_kinds import KINDS, OURS, STDLIB_KINDS, pool_maker, with_marks
+from pool_kinds import KINDS, OURS, STDLIB_KINDS, WITH_STORE, pool_maker, with_marks
 
 
-@pytest.fixture(params=with_marks(KINDS))
+@pytest.fixture(params=with_marks(KINDS + [WITH_STORE]))
 def make_pool(request, tmp_path, monkeypatch):
-    """The reference and each of pypoolparty's pools."""
+    """The reference and each of pypoolparty's pools, one also with a store."""
     yield from pool_maker(request, tmp_path, monkeypatch)
 
 
