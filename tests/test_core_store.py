@@ -151,8 +151,9 @@ def play_dead(pool):
     """Make ``pool`` behave as a killed driver: it stops looking after its
     maps and writing to the store, and its process seems gone."""
     pool._supervisor._round = lambda runs: False
-    for writer in list(pool._launcher.writers):
-        writer.put = writer.end = lambda *args: None
+    for run in pool._supervisor.runs():
+        writer = run.sink.writer
+        writer.put = writer.end = writer.heartbeat = lambda *args: None
         with open(writer.owner_path) as fp:
             owner = json.load(fp)
         owner["pid"] = subprocess.Popen(["true"]).pid  # a process that ended
@@ -221,6 +222,11 @@ def test_a_damaged_pickle_is_a_clear_error_and_loses_nothing_else(tmp_path):
                 assert sorted(pickles)[0] in str(err)
                 outcomes.append("error")
     assert sorted(map(str, outcomes)) == sorted(["error", str([0, 1, 4, 9])])
+    # As the error says: remove the file, and its results are computed again.
+    os.unlink(sorted(pickles)[0])
+    with fake.pool(2, work_dir=tmp_path / "w", cache_dir=tmp_path / "store") as pool:
+        assert pool.map(job(tmp_path / "a"), range(4)) == pool.map(job(tmp_path / "b"), range(4)) == [0, 1, 4, 9]
+    assert sum(runs_of(tmp_path / "a").values()) + sum(runs_of(tmp_path / "b").values()) == 8 + 4
 
 
 def test_a_torn_last_line_is_ignored_and_a_foreign_line_is_an_error(tmp_path):
@@ -247,3 +253,48 @@ def test_a_folder_that_is_not_a_store_is_refused_untouched(tmp_path):
     with pytest.raises(errors.StoreError, match="not a pypoolparty store"):
         fake.ClusterPool(2, scheduler=fake.FakeScheduler(), cache_dir=str(tmp_path / "data"))
     assert os.listdir(str(tmp_path / "data")) == ["thesis.tex"]
+
+
+def test_a_store_that_cannot_be_written_still_gives_the_results(tmp_path, monkeypatch):
+    from pypoolparty.core import store
+
+    def full_disk(*args):
+        raise OSError(122, "Disk quota exceeded")
+
+    monkeypatch.setattr(store.RecordWriter, "put", full_disk)
+    with fake.pool(2, work_dir=tmp_path / "w", cache_dir=tmp_path / "store") as pool:
+        assert pool.map(job(tmp_path / "runs"), range(6)) == [x * x for x in range(6)]
+        assert list(pool.imap(job(tmp_path / "runs"), range(3))) == [0, 1, 4]
+
+
+def test_stored_results_reach_callbacks_apart_from_the_caller_as_in_the_stdlib(tmp_path):
+    import threading
+
+    f = job(tmp_path / "runs")
+    with fake.pool(2, work_dir=tmp_path / "w", cache_dir=tmp_path / "store") as pool:
+        pool.map(f, range(4))
+        threads = []
+        result = pool.map_async(f, range(4), callback=lambda r: threads.append(threading.current_thread()))
+        assert result.get(timeout=10) == [0, 1, 4, 9]
+        assert wait_until(lambda: threads)
+        assert threads[0] is not threading.current_thread()
+
+
+def test_a_dead_drivers_map_is_not_adopted_by_an_imap_but_its_results_are_kept(tmp_path):
+    """A map stops a chunk at its first failure, an imap does not: an imap
+    takes what the dead map finished and runs the rest itself."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    f = job(tmp_path / "runs", gate=str(gate))
+    scheduler = fake.FakeScheduler()
+    dead = dying_driver(tmp_path, scheduler, f, 6, chunksize=1)
+    try:
+        (gate / "go").touch()
+        assert wait_until(lambda: len(runs_of(tmp_path / "runs")) == 6 and scheduler.worker_ids("RUNNING"), timeout=20)
+        time.sleep(0.5)  # the results are written
+        with fake.pool(2, work_dir=tmp_path / "w", cache_dir=tmp_path / "store", scheduler=scheduler) as again:
+            assert list(again.imap(f, range(6))) == [x * x for x in range(6)]
+    finally:
+        dead.terminate()
+        scheduler.shutdown()
+    assert runs_of(tmp_path / "runs") == {x: 1 for x in range(6)}

@@ -191,3 +191,14 @@ def test_the_json_encoding_stores_readable_results(tmp_path):
     batches = [n for d in os.listdir(str(store)) if os.path.isdir(str(store / d)) for n in os.listdir(str(store / d))]
     assert any(n.endswith(".json") and "-g" in n for n in batches)
     assert not any(n.endswith(".pickle") for n in batches)
+
+
+def test_a_look_before_raising_n_runs_does_not_hide_the_new_runs(tmp_path):
+    folder = str(tmp_path / "marks")
+    os.mkdir(folder)
+    complete(decorate(tmp_path), 9.0, folder)
+    more = pypoolparty.parallel(N_runs=12, N_tasks=2, path=str(tmp_path / "project"), pool=FakePool, seed=7)(noisy_run)
+    _, missing = quietly(more.dont_submit, 9.0, folder)
+    assert "4 / 12 runs" in missing[0]
+    assert len(complete(more, 9.0, folder)) == 12
+    assert runs_of(folder) == {i: 1 for i in range(12)}

@@ -11,7 +11,6 @@ import datetime
 import os
 import threading
 import typing
-import weakref
 
 from . import chunking, inputs, stored_call
 from .calling import CallSpec
@@ -19,7 +18,7 @@ from .event_log import EventLog
 from .map_run import MapRun, MapSettings
 from .pooldir import PoolDir, WorkerSettings
 from .scheduler import Scheduler
-from .store import RecordWriter, Store
+from .store import Store
 from .supervisor import Supervisor
 from .workdir import WorkDir, WorkRoot
 from .workers import Fleet, FleetSettings
@@ -78,8 +77,6 @@ class Launcher:
         self.pool_dir: typing.Optional[PoolDir] = None
         self._fleet: typing.Optional[Fleet] = None
         self._lock = threading.RLock()
-        self.writers: "weakref.WeakSet[RecordWriter]" = weakref.WeakSet()
-        """The store records this pool writes now (their owner files are refreshed)."""
 
     # ------------------------------------------------------- the pool dir
     def ensure_pool_dir(self) -> typing.Tuple[PoolDir, Fleet]:
@@ -208,11 +205,6 @@ class Launcher:
             "scheduler": self.scheduler.name,
             "created": datetime.datetime.now().isoformat(timespec="seconds"),
         }
-
-    def heartbeat(self) -> None:
-        """Show other drivers that the records this pool writes are alive."""
-        for writer in list(self.writers):
-            writer.heartbeat()
 
     def follow(self, part) -> None:
         self.supervisor.add(part)

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import itertools
 import logging
+import os
 import threading
 import time
 import typing
@@ -152,7 +152,17 @@ class MapRun:
         try:
             on_disk = self.work_dir.finished_chunks()
         except FileNotFoundError:
-            return Step.GOING
+            if os.path.isdir(self.work_dir.path):
+                return Step.GOING
+            self.fail(
+                errors.WorkDirError(
+                    "pypoolparty: the folder of this map, {!r}, was removed while it "
+                    "ran: by hand, or by another driver that ran the same map (one "
+                    "adopted from a driver that seemed dead). What that driver "
+                    "finished is in its store; run the call again.".format(self.work_dir.path)
+                )
+            )
+            return Step.ENDED
         for chunk in sorted(c for c in on_disk if self.results[c] is None):
             if self._take_result(chunk) is Step.ENDED:
                 return Step.ENDED
@@ -332,8 +342,7 @@ class MapRun:
                 result = outcomes.decode(self.work_dir.read_result(chunk))
             except Exception:
                 continue
-            ok = itertools.takewhile(lambda o: o.ok, result.outcomes)
-            self._keep(chunk, [(True, o.value) for o in ok])
+            self._keep(chunk, [(o.ok, o.value) for o in result.outcomes])
 
     def _cancel_running_chunks(self) -> None:
         """Cancel the workers that run this map's chunks; the pool's other

@@ -152,7 +152,7 @@ class ClusterPool:
         if processes is None:
             processes = max(1, int(scheduler.default_processes(setup_log)))
         self._processes = processes
-        flush = weakref.WeakMethod(self._before_round)
+        flush = weakref.WeakMethod(self._flush_applies)
         self._supervisor = Supervisor(
             PollIntervals(scheduler=float(polling_interval)),
             name,
@@ -243,11 +243,6 @@ class ClusterPool:
             except Exception as exc:
                 iterator.failed(exc)
         return iterator
-
-    def _before_round(self) -> bool:
-        """The supervisor's start of a round; True while calls wait."""
-        self._launcher.heartbeat()
-        return self._flush_applies()
 
     def _flush_applies(self) -> bool:
         """Run the gathered apply_async calls as one map; True if some wait."""
@@ -430,6 +425,8 @@ class ClusterPool:
         self.terminate()
 
     def __del__(self, _warn=warnings.warn, RUN=RUN):
+        if getattr(self, "_leave_running_at_exit", False):
+            return  # collected at interpreter exit: its workers are to finish
         if getattr(self, "_state", None) == RUN:
             _warn(
                 "unclosed running pool {!r}".format(self),

@@ -8,26 +8,27 @@ Plain files on the shared filesystem, no server. The layout::
         <shelf>/                       one per function (its code fingerprint)
             function.json              the function's name, for people
             <record>.jsonl             one per map that ran jobs; one writer at a time
-            <record>-<n>.pickle        the values of a batch of jobs, written once
-                                       (``.json`` with the json encoding)
+            <record>-g<g>-<n>.pickle   the values of a batch of jobs, written once by
+                                       the record's writer of generation g (or .json)
             <record>.owner-<g>         who writes the record (generation g)
-            .lock                      held for milliseconds while a driver plans
+            .lock                      held for milliseconds while a driver plans a call
 
 A record's lines, each one JSON object ended by a newline, appended by its
 owner only::
 
     {"map": {"keys": [...], "work_dir": ..., "pool_dir": ..., ...}}   first
-    {"stored": "<record>-<n>.pickle", "keys": [...]}   after the pickle is in place
+    {"stored": "<record>-g<g>-<n>.pickle", "keys": [...]}   after the batch is in place
     {"ended": "completed" | "failed" | "cancelled"}
 
-So a reader never sees a torn entry: a pickle is renamed into place before
+So a reader never sees a torn entry: a batch is renamed into place before
 its line is written, and a last line without its newline is being written
-and is read later. A record without ``ended`` is in flight. Its owner
-touches its owner file every :data:`HEARTBEAT_SECONDS`; an owner whose
-process is gone (same host) or whose file is older than
+and is read later. A record without ``ended`` is in flight. A thread of its
+owner's process touches its owner file every :data:`HEARTBEAT_SECONDS`; an
+owner whose process is gone (same host) or whose file is older than
 :data:`STALE_SECONDS` (another host) is dead, and another driver may take
 the record over by creating the next generation's owner file (``O_EXCL``:
-one wins).
+one wins). A writer that finds its owner file gone (it was taken for dead)
+writes nothing more.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ import socket
 import threading
 import time
 import typing
+import weakref
 
 from .. import errors
 from . import encodings
@@ -57,7 +59,7 @@ HEARTBEAT_SECONDS = 10.0
 #: ... and counts as dead (seen from another host) once it is this old.
 STALE_SECONDS = 60.0
 #: A planning lock older than this was left by a killed driver.
-LOCK_STALE_SECONDS = 30.0
+LOCK_STALE_SECONDS = 120.0
 
 _OWNER = re.compile(r"^(?P<record>.+)\.owner-(?P<generation>\d+)$")
 
@@ -150,21 +152,25 @@ class Shelf:
 
     def _read_record(self, name: str) -> Record:
         rec = self.records.setdefault(name, Record(name))
+        if rec.ended is not None:
+            return rec  # an ended record gets no more lines
         path = self.join(name + RECORD_SUFFIX)
         try:
+            if os.stat(path).st_size == rec.offset:
+                return rec
             with open(path, "rb") as f:
                 f.seek(rec.offset)
                 data = f.read()
         except FileNotFoundError:
             return rec
         end = data.rfind(b"\n") + 1  # a last line without newline is being written
-        for raw in data[:end].splitlines():
+        for raw in data[:end].split(b"\n")[:-1]:
+            self._take_line(rec, raw, path, rec.line + 1)
             rec.line += 1
-            self._take_line(rec, raw, path)
-        rec.offset += end
+            rec.offset += len(raw) + 1
         return rec
 
-    def _take_line(self, rec: Record, raw: bytes, path: str) -> None:
+    def _take_line(self, rec: Record, raw: bytes, path: str, line: int) -> None:
         try:
             entry = json.loads(raw)
             if "map" in entry:
@@ -184,11 +190,21 @@ class Shelf:
                 "pypoolparty: line {:d} of the store's record {!r} is not one "
                 "pypoolparty wrote ({:s}). Was the file edited or copied over? "
                 "Remove this record (and its .pickle files) to go on; the "
-                "other results in the store are not affected.".format(rec.line, path, str(exc))
+                "other results in the store are not affected.".format(line, path, str(exc))
             ) from exc
 
     def values(self, keys: typing.Iterable[str]) -> typing.Dict[str, typing.Any]:
-        """The stored values of ``keys`` (each must be in :attr:`stored`)."""
+        """The stored values of ``keys`` (each in :attr:`stored`).
+
+        The keys of a batch file that was removed (as the error about a
+        damaged one says to) are left out, and count as not stored from
+        now on: their jobs run again.
+
+        Raises
+        ------
+        StoreError
+            If a batch file cannot be read.
+        """
         by_file: typing.Dict[str, typing.List[typing.Tuple[str, int]]] = {}
         for key in keys:
             name, position = self.stored[key]
@@ -198,18 +214,22 @@ class Shelf:
             path = self.join(name)
             try:
                 with open(path, "rb") as f:
-                    batch = encodings.load(f.read(), name)
+                    data = f.read()
+            except FileNotFoundError:
+                for key, _ in wanted:
+                    self.stored.pop(key, None)
+                continue
+            try:
+                batch = encodings.load(data, name)
                 for key, position in wanted:
                     out[key] = batch[position]
             except Exception as exc:
                 raise errors.StoreError(
                     "pypoolparty: the store's file {!r} cannot be read ({:s}: {}). "
                     "It may be damaged (a full disk, a copy cut short) or not "
-                    "pypoolparty's. Remove it and the record that names it "
-                    "({!r}) to compute those results again; the other results "
-                    "in the store are not affected.".format(
-                        path, type(exc).__name__, exc, name.rsplit("-", 1)[0] + RECORD_SUFFIX
-                    )
+                    "pypoolparty's. Remove it: the results it held are then "
+                    "computed again. The other results in the store are not "
+                    "affected.".format(path, type(exc).__name__, exc)
                 ) from exc
         return out
 
@@ -237,22 +257,25 @@ class Shelf:
 
     # ------------------------------------------------------------ writing
     @contextlib.contextmanager
-    def lock(self, timeout: float = 60.0) -> typing.Iterator[None]:
-        """Hold the shelf's planning lock (a file made with ``O_EXCL``)."""
+    def lock(self, timeout: float = 300.0) -> typing.Iterator[None]:
+        """Hold the shelf's planning lock: a file made with ``O_EXCL``,
+        holding a token of this holder's.
+
+        It is held while a driver reads what records gained since its last
+        look and writes a new record's first line: milliseconds (the
+        caller reads the shelf once before). A lock older than
+        :data:`LOCK_STALE_SECONDS` was left by a killed driver: it is
+        renamed away (one waiter wins) and removed. A holder removes the
+        lock only while it is still its own.
+        """
         path = self.join(LOCK)
+        token = secrets.token_hex(8).encode()
         deadline = time.monotonic() + timeout
         while True:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                os.close(fd)
-                break
             except FileExistsError:
-                try:
-                    if time.time() - os.stat(path).st_mtime > LOCK_STALE_SECONDS:
-                        os.unlink(path)  # left by a killed driver
-                        continue
-                except FileNotFoundError:
-                    continue
+                self._break_stale_lock(path)
                 if time.monotonic() > deadline:
                     raise errors.StoreError(
                         "pypoolparty: the store's lock {!r} was held for {:.0f} s. "
@@ -260,13 +283,30 @@ class Shelf:
                         "file if no driver uses the store.".format(path, timeout)
                     )
                 time.sleep(0.01)
+                continue
+            with os.fdopen(fd, "wb") as f:
+                f.write(token)
+            break
         try:
             yield
         finally:
             try:
-                os.unlink(path)
+                with open(path, "rb") as f:
+                    mine = f.read() == token
+                if mine:
+                    os.unlink(path)
             except FileNotFoundError:
                 pass
+
+    def _break_stale_lock(self, path: str) -> None:
+        try:
+            if time.time() - os.stat(path).st_mtime <= LOCK_STALE_SECONDS:
+                return
+            doomed = "{:s}.stale-{:s}".format(path, secrets.token_hex(4))
+            os.rename(path, doomed)  # only one waiter's rename finds it
+            os.unlink(doomed)
+        except FileNotFoundError:
+            pass
 
     def new_record(self, map_info: dict) -> "RecordWriter":
         """Start a record of a map that runs the jobs ``map_info["keys"]``."""
@@ -304,7 +344,6 @@ class RecordWriter:
         self.name = name
         self.generation = generation
         self._batches = 0
-        self._beat = time.monotonic()
         self.ended = False
 
     @property
@@ -312,15 +351,33 @@ class RecordWriter:
         return self.shelf.join("{:s}.owner-{:d}".format(self.name, self.generation))
 
     def take_ownership(self) -> bool:
+        """Become the record's writer, unless another driver did first."""
         try:
             fd = os.open(self.owner_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return False
         with os.fdopen(fd, "wt") as f:
             json.dump(dataclasses.asdict(Owner.this_process()), f)
+        _HEARTBEAT.add(self)
         return True
 
     def append(self, entry: dict) -> None:
+        """Add a line, as long as this driver still owns the record.
+
+        Raises
+        ------
+        StoreError
+            If another driver took the record over.
+        """
+        if not os.path.exists(self.owner_path):
+            raise errors.StoreError(
+                "pypoolparty: another driver took over the store's record {!r}: "
+                "this one looked dead to it (no sign of life for {:.0f} s: a "
+                "suspended process, a stalled filesystem, clocks apart). This "
+                "driver stores nothing more of that map.".format(
+                    self.shelf.join(self.name + RECORD_SUFFIX), STALE_SECONDS
+                )
+            )
         line = (json.dumps(entry) + "\n").encode()
         fd = os.open(
             self.shelf.join(self.name + RECORD_SUFFIX),
@@ -352,14 +409,41 @@ class RecordWriter:
             pass
 
     def heartbeat(self) -> None:
-        """Show that the owner lives (at most every HEARTBEAT_SECONDS)."""
-        now = time.monotonic()
-        if not self.ended and now - self._beat >= HEARTBEAT_SECONDS:
-            self._beat = now
+        """Show that the owner lives (its owner file's time)."""
+        if not self.ended:
             try:
                 os.utime(self.owner_path)
             except OSError:
                 pass
+
+
+class _Heartbeat:
+    """One thread per process that refreshes the owner files of the records
+    this process writes, every HEARTBEAT_SECONDS, whatever its pools do (a
+    scheduler call that hangs must not make it look dead)."""
+
+    def __init__(self):
+        self._writers: "weakref.WeakSet[RecordWriter]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: typing.Optional[threading.Thread] = None
+
+    def add(self, writer: RecordWriter) -> None:
+        with self._lock:
+            self._writers.add(writer)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._beat, name="pypoolparty-store-heartbeat", daemon=True)
+                self._thread.start()
+
+    def _beat(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            with self._lock:
+                writers = [w for w in self._writers if not w.ended]
+            for writer in writers:
+                writer.heartbeat()
+
+
+_HEARTBEAT = _Heartbeat()
 
 
 class Store:
@@ -388,7 +472,8 @@ class Store:
         make_private_dir(self.path)
         mark = os.path.join(self.path, MARK)
         if not os.path.exists(mark):
-            foreign = [n for n in os.listdir(self.path) if not n.startswith(".")]
+            # (another driver may make the same new store at this moment)
+            foreign = [n for n in os.listdir(self.path) if not n.startswith(".") and n != MARK]
             if foreign:
                 raise errors.StoreError(
                     "pypoolparty: cache_dir {!r} is not a pypoolparty store: it "

@@ -152,7 +152,7 @@ class PartSink:
         self._left -= len(results)
         if self._left <= 0 or time.monotonic() - self._flushed >= FLUSH_SECONDS:
             self.flush()  # before the caller sees the last result
-        self.assembly.deliver(positions, pairs)
+        self.assembly.deliver(positions, pairs)  # also if the store failed
 
     def keep(self, chunk: int, first_job: int, results: typing.List[Pair]) -> None:
         """Results of a map that ended early: stored, not delivered."""
@@ -161,26 +161,38 @@ class PartSink:
                 self._pending.append((self.keys[first_job + i], value))
 
     def flush(self) -> None:
-        """Store what came since the last flush."""
-        pending, self._pending = self._pending, []
+        """Store what came since the last flush.
+
+        A store that cannot be written (a full disk, a quota, lost
+        ownership) is logged, not raised: the caller still gets the
+        results, and they are tried again at the next flush.
+        """
+        if not self._pending:
+            return
         self._flushed = time.monotonic()
-        if pending:
-            self.writer.put([k for k, _ in pending], [v for _, v in pending])
+        try:
+            self.writer.put([k for k, _ in self._pending], [v for _, v in self._pending])
             self.shelf.read_record(self.writer.name)
+        except (OSError, errors.StoreError) as exc:
+            logger.warning("pypoolparty: could not store results in %s: %s", self.shelf.path, exc)
+            return
+        self._pending = []
 
     def completed(self) -> None:
         self._end("completed")
 
     def failed(self, exc: BaseException) -> None:
-        self._end("cancelled" if isinstance(exc, errors.CancelledError) else "failed")
-        self.assembly.fail(exc)
+        try:
+            self._end("cancelled" if isinstance(exc, errors.CancelledError) else "failed")
+        finally:
+            self.assembly.fail(exc)
 
     def _end(self, how: str) -> None:
+        self.flush()
         try:
-            self.flush()
             self.writer.end(how)
-        except OSError as exc:
-            logger.warning("pypoolparty: could not write to the store: %s", exc)
+        except (OSError, errors.StoreError) as exc:
+            logger.warning("pypoolparty: could not write to the store %s: %s", self.shelf.path, exc)
         if self.on_end is not None:
             self.on_end()
 
@@ -285,15 +297,20 @@ class StoredCall:
         self.assembly = assembly
 
     def deliver_stored(self, wanted: typing.Dict[str, typing.List[int]]) -> None:
-        """Deliver stored keys to their positions."""
+        """Deliver stored keys to their positions; plan again those whose
+        batch file was removed."""
         values = self.shelf.values(wanted)
-        order = sorted((p, k) for k, ps in wanted.items() for p in ps)
+        order = sorted((p, k) for k, ps in wanted.items() for p in ps if k in values)
         self.assembly.deliver([p for p, _ in order], [(True, values[k]) for _, k in order])
+        gone = {k: ps for k, ps in wanted.items() if k not in values}
+        if gone:
+            self.plan(gone)
 
     def plan(self, wanted: typing.Dict[str, typing.List[int]]) -> None:
         """Start the parts that produce ``wanted`` (key -> the call's positions)."""
         wanted = dict(wanted)
         starts: typing.List[typing.Callable[[], None]] = []
+        self.shelf.scan()  # the bulk of the reading, before the lock
         with self.shelf.lock():
             self.shelf.scan()
             stored = {k: wanted.pop(k) for k in list(wanted) if k in self.shelf.stored}
@@ -318,17 +335,28 @@ class StoredCall:
             if wanted:
                 starts.append(self._new_map(wanted))
         if stored:
-            self.deliver_stored(stored)
+            # Not in the caller's thread: a callback runs where the stdlib
+            # runs it, apart from the caller (and after map_async returned).
+            delivery = threading.Thread(
+                target=self._deliver_or_fail, args=(stored,), name="pypoolparty-stored", daemon=True
+            )
+            delivery.start()
         for start in starts:
             start()
+
+    def _deliver_or_fail(self, wanted: typing.Dict[str, typing.List[int]]) -> None:
+        try:
+            self.deliver_stored(wanted)
+        except Exception as exc:  # a damaged store file: the call fails with it
+            self.assembly.fail(exc)
 
     def _new_map(self, wanted: typing.Dict[str, typing.List[int]]) -> typing.Callable[[], None]:
         """Record a new map of the ``wanted`` keys (under the lock); return
         what starts it (after the lock)."""
         keys = sorted(wanted, key=lambda k: wanted[k][0])
         work_dir = self.hooks.new_map_dir()
-        writer = self.shelf.new_record(dict(self.hooks.map_info(work_dir), keys=keys))
-        self.hooks.writers.add(writer)
+        info = dict(self.hooks.map_info(work_dir), keys=keys, stop_on_failure=self.spec.stop_on_failure)
+        writer = self.shelf.new_record(info)
         sink = PartSink(self.assembly, keys, [wanted[k] for k in keys], writer, self.shelf)
         self.assembly.parts.append(sink)
         jobs = [self.jobs[wanted[k][0]] for k in keys]
@@ -343,16 +371,51 @@ class StoredCall:
 
     def _adopt(self, rec, writer: RecordWriter, mine: typing.Dict[str, typing.List[int]]) -> None:
         """Take over a dead driver's map; what it cannot give runs anew."""
-        self.hooks.writers.add(writer)
         keys = [str(k) for k in rec.map["keys"]]
         sink = PartSink(
             self.assembly, keys, [mine.get(k, []) for k in keys], writer, self.shelf
         )
         self.assembly.parts.append(sink)
-        if not self.hooks.adopt_map(rec.map, sink, self.spec.stop_on_failure):
-            writer.end("abandoned")
+        try:
+            # A map stops a chunk at its first failure, imap and apply do
+            # not: a map of the other kind cannot give this call its results.
+            same_kind = rec.map.get("stop_on_failure", True) == self.spec.stop_on_failure
+            adopted = same_kind and self.hooks.adopt_map(rec.map, sink, self.spec.stop_on_failure)
+        except Exception as exc:  # a record or folder not as expected
+            logger.warning("pypoolparty: could not adopt %s: %r", rec.name, exc)
+            adopted = False
+        if not adopted:
             self.assembly.parts.remove(sink)
+            _salvage(rec.map, keys, writer)
             self.plan(mine)
+
+
+def _salvage(info: dict, keys: typing.List[str], writer: RecordWriter) -> None:
+    """A dead driver's map this call cannot adopt: store what its workers
+    finished, close it to them, and end its record."""
+    from . import outcomes
+    from .pooldir import PoolDir
+    from .workdir import WorkDir
+
+    try:
+        work_dir = WorkDir(info["work_dir"])
+        PoolDir(info["pool_dir"]).close_map(work_dir)
+        starts = work_dir.read_manifest().chunk_starts
+        done_keys, values = [], []
+        for chunk in sorted(work_dir.finished_chunks()):
+            result = outcomes.decode(work_dir.read_result(chunk))
+            for job, outcome in zip(range(starts[chunk], starts[chunk + 1]), result.outcomes):
+                if outcome.ok and keys[job] not in writer.shelf.stored:
+                    done_keys.append(keys[job])
+                    values.append(outcome.value)
+        writer.put(done_keys, values)
+    except Exception as exc:  # gone, or never written: nothing to keep
+        logger.info("pypoolparty: nothing kept of %s: %r", info.get("work_dir"), exc)
+    try:
+        writer.end("abandoned")
+        writer.shelf.read_record(writer.name)
+    except (OSError, errors.StoreError) as exc:
+        logger.warning("pypoolparty: could not end the record %s: %s", writer.name, exc)
 
 
 def call_keys(spec: CallSpec, jobs: list) -> typing.List[typing.Tuple[str, str, typing.Dict[str, typing.List[int]]]]:
@@ -382,7 +445,8 @@ def call_keys(spec: CallSpec, jobs: list) -> typing.List[typing.Tuple[str, str, 
             codes[index] = _code_of(spec.funcs[index])
             names[codes[index]] = _name_of(spec.funcs[index])
         try:
-            call = fingerprint.value_digest((args, kwds))
+            # f(a=1, b=2) is f(b=2, a=1): keyword order is not the call's.
+            call = fingerprint.value_digest((tuple(args), sorted(kwds.items())))
         except TypeError as exc:
             raise inputs.not_picklable("job {:d}".format(position), exc) from exc
         key = fingerprint.job_key(codes[index], call.encode())
@@ -400,5 +464,5 @@ def _code_of(func: typing.Callable) -> str:
 
 
 def _name_of(func: typing.Callable) -> str:
-    inner = getattr(func, "func", func)  # functools.partial
+    inner = getattr(func, "__wrapped__", None) or getattr(func, "func", func)  # functools.partial
     return getattr(inner, "__qualname__", None) or type(inner).__qualname__

@@ -126,7 +126,8 @@ class _Quiet:
 
 _lock = threading.RLock()
 _pools: typing.Dict[typing.Tuple, typing.Any] = {}
-_in_flight: typing.Dict[typing.Tuple[str, int], _Quiet] = {}
+#: The maps each entry's calls started in this process (entry id, generation).
+_in_flight: typing.Dict[typing.Tuple[str, int], typing.List[_Quiet]] = {}
 
 
 def _pool_for(settings: Settings):
@@ -136,7 +137,13 @@ def _pool_for(settings: Settings):
     kernel shut down): the next call collects what they did.
     """
     choice = settings.pool
-    key = (repr(choice), settings.num_tasks, os.path.abspath(settings.path), repr(settings.scheduler_options))
+    key = (
+        repr(choice),
+        settings.num_tasks,
+        os.path.abspath(settings.path),
+        repr(settings.scheduler_options),
+        settings.encoding,
+    )
     with _lock:
         if key in _pools:
             return _pools[key]
@@ -224,6 +231,9 @@ class ParallelFunction:
             new_runs = range(s.num_runs)
             if s.seed is None:
                 entry.entropy = str(numpy.random.SeedSequence().entropy)
+        if action not in (Action.CALL, Action.DO_SUBMIT, Action.RE_SUBMIT):
+            entry.num_runs = s.num_runs  # only looks: the file stays as it is
+            return entry, range(0)
         if new_runs or entry.num_runs != s.num_runs:
             entry.num_runs = s.num_runs
             entry.save(s.path)
@@ -232,60 +242,106 @@ class ParallelFunction:
     def _call(self, entry: entries.Entry, args, kwargs):
         """The map of the entry's runs: its spec and jobs."""
         runner = functools.partial(_run, self.func, tuple(args), dict(kwargs), entry.generation)
+        runner.__wrapped__ = self.func  # the store's shelf takes its name
         jobs = list(enumerate(seeding.run_seeds(entry.seed, entry.num_runs)))
         return CallSpec(funcs=(runner,), style=CallStyle.ONE, stop_on_failure=False), jobs
 
     def _act(self, action: Action, args: tuple, kwargs: dict):
-        entry, new_runs = self._entry(action, args, kwargs)
+        with _lock:  # one entry per call, also with threads
+            entry, new_runs = self._entry(action, args, kwargs)
         spec, jobs = self._call(entry, args, kwargs)
         flight = (entry.entry_id, entry.generation)
         if action is Action.CANCEL_JOB:
-            return self._cancel(flight)
+            return _cancel(self.settings, flight, spec, jobs)
         if action is Action.PRINT_JOB_OUTPUT:
             return _print_output(self.settings, spec, jobs)
         if action is not Action.DONT_SUBMIT:
+            pool = None
             with _lock:
-                mine = _in_flight.get(flight)
-                if mine is None or not mine.busy or action is Action.RE_SUBMIT:
-                    run_missing = True if action is Action.RE_SUBMIT else new_runs
+                sinks = _in_flight.setdefault(flight, [])
+                if action is Action.RE_SUBMIT or not any(s.busy for s in sinks):
                     sink = _Quiet()
-                    if mine is not None and action is not Action.RE_SUBMIT:
-                        sink.failures.update(mine.failures)  # still failed, until re_submit
+                    if sinks and action is not Action.RE_SUBMIT:
+                        sink.failures.update(sinks[-1].failures)  # still failed, until re_submit
                     pool = _pool_for(self.settings)
+                    run_missing = True if action is Action.RE_SUBMIT else new_runs
                     pool._launcher.start(spec, jobs, None, sink, run_missing)
-                    # Returns once the workers are submitted: the process may
-                    # end right after (a script, a notebook closed).
-                    pool._supervisor.settle(timeout=120.0)
-                    _in_flight[flight] = sink
-        return self._finished(entry, spec, jobs, _in_flight.get(flight))
+                    sinks[:] = [s for s in sinks if s.busy] + [sink]
+            if pool is not None:
+                # Return once the workers are submitted: the process may end
+                # right after (a script, a notebook closed).
+                pool._supervisor.settle(timeout=120.0)
+        sinks = _in_flight.get(flight, [])
+        return self._finished(spec, jobs, sinks[-1] if sinks else None)
 
-    def _cancel(self, flight) -> None:
-        with _lock:
-            mine = _in_flight.pop(flight, None)
-        if mine is not None and mine.run is not None:
-            mine.run.cancel("cancel_job() was called")
-
-    def _finished(self, entry, spec, jobs, sink: typing.Optional[_Quiet]):
+    def _finished(self, spec, jobs, sink: typing.Optional[_Quiet]):
         """What the store holds of the runs; a warning for what it lacks."""
-        from ..core.store import Store
-
-        store = Store(entries.folder(self.settings.path, entries.STORE), self.settings.encoding)
-        ((code, name, wanted),) = call_keys(spec, jobs)
-        shelf = store.shelf(code, name)
-        shelf.scan()
+        shelf, wanted = _shelf_of(self.settings, spec, jobs)
         ready = {k: ps for k, ps in wanted.items() if k in shelf.stored}
         values = shelf.values(ready)
-        order = sorted((p, k) for k, ps in ready.items() for p in ps)
+        order = sorted((p, k) for k, ps in ready.items() for p in ps if k in values)
         missing = len(jobs) - len(order)
         if missing:
             warnings.warn(
                 errors.RunsNotReadyWarning(_not_ready(self.__name__, missing, len(jobs), sink)),
-                stacklevel=3,
+                stacklevel=4,  # the user's call
             )
         results = Runs([values[k] for _, k in order], [p for p, _ in order], len(jobs))
         if not self.settings.average:
             return results
         return averaging.average(list(results)) if results else None
+
+
+def _shelf_of(settings: Settings, spec: CallSpec, jobs: list):
+    """The store's shelf of an entry's runs, read up to now, and the runs' keys."""
+    from ..core.store import Store
+
+    store = Store(entries.folder(settings.path, entries.STORE), settings.encoding)
+    ((code, name, wanted),) = call_keys(spec, jobs)
+    shelf = store.shelf(code, name)
+    shelf.scan()
+    return shelf, wanted
+
+
+def _in_flight_records(shelf, wanted):
+    """The records in flight that run some of ``wanted``."""
+    return [
+        rec for rec in shelf.records.values() if rec.in_flight and set(rec.map["keys"]) & set(wanted)
+    ]
+
+
+def _cancel(settings: Settings, flight, spec, jobs) -> None:
+    """Cancel the entry's runs in flight: this process's maps, and those a
+    dead driver left running; a live other driver's are its own (a warning)."""
+    from ..core.event_log import EventLog
+    from ..core.pooldir import STOP, PoolDir
+
+    with _lock:
+        sinks = _in_flight.pop(flight, [])
+    for sink in sinks:
+        if sink.run is not None:
+            sink.run.cancel("cancel_job() was called")
+    shelf, wanted = _shelf_of(settings, spec, jobs)
+    for rec in _in_flight_records(shelf, wanted):
+        if shelf.owner_is_alive(rec.name):
+            warnings.warn(
+                "pypoolparty: runs of this entry also run in another live driver "
+                "(record {!r}); cancel them there".format(rec.name),
+                stacklevel=4,
+            )
+            continue
+        writer = shelf.take_over(rec.name)
+        if writer is None:
+            continue
+        pool_dir = PoolDir(rec.map["pool_dir"])
+        pool_dir.mark(STOP)
+        pool = _pool_for(settings)
+        if rec.map.get("scheduler") == pool.scheduler.name:
+            try:
+                pool.scheduler.cancel(sorted(pool_dir.submitted_workers()), EventLog())
+            except errors.SchedulerCommandError as exc:
+                logger.warning("pypoolparty: could not cancel the workers of %s: %s", rec.name, exc)
+        writer.end("cancelled")
 
 
 def _not_ready(name: str, missing: int, total: int, sink: typing.Optional[_Quiet]) -> str:
@@ -303,12 +359,8 @@ def _not_ready(name: str, missing: int, total: int, sink: typing.Optional[_Quiet
 def _print_output(settings: Settings, spec, jobs) -> str:
     """The end of the output of the workers of the entry's maps in flight."""
     from ..core.pooldir import PoolDir
-    from ..core.store import Store
 
-    store = Store(entries.folder(settings.path, entries.STORE), settings.encoding)
-    ((code, name, wanted),) = call_keys(spec, jobs)
-    shelf = store.shelf(code, name)
-    shelf.scan()
+    shelf, wanted = _shelf_of(settings, spec, jobs)
     texts = []
     for rec in shelf.records.values():
         if rec.map is None or not set(rec.map["keys"]) & set(wanted):
