@@ -57,14 +57,13 @@ import functools
 import hashlib
 import importlib
 import importlib.util
-import os
-import pathlib
 import sys
-import sysconfig
 import types
 import typing
 
 import cloudpickle
+
+from . import code_origin
 
 #: Raised with each change of what a fingerprint describes, so that keys made
 #: by an older description are never taken for keys of the new one.
@@ -84,7 +83,6 @@ SKIPPED_CLASS_ATTRIBUTES = frozenset(
     " __annotate_func__ __annotations_cache__".split()
 )
 
-USER, STDLIB, LIBRARY = "user", "stdlib", "library"
 
 _GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
 _ATTRIBUTE_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
@@ -177,9 +175,9 @@ class _Describer:
     def _by_name_or_seen(self, obj: typing.Any, kind: str) -> typing.Optional[tuple]:
         """The short description of a function or class not the user's or seen
         before; None, marking it seen, if it is to be described in full."""
-        origin = _origin(obj)
-        if origin != USER:
-            return (kind, origin, _qualified_name(obj))
+        origin = code_origin.origin(obj)
+        if origin != code_origin.USER:
+            return (kind, origin, code_origin.qualified_name(obj))
         if id(obj) in self._visits:
             return ("seen", self._visits[id(obj)])
         self._visits[id(obj)] = len(self._visits)
@@ -202,7 +200,7 @@ class _Describer:
         if isinstance(obj, _C_CALLABLES):
             owner = getattr(obj, "__self__", None)
             if owner is None or isinstance(owner, types.ModuleType):
-                return ("builtin", _qualified_name(obj))
+                return ("builtin", code_origin.qualified_name(obj))
             return ("builtin", obj.__name__, self.strict_value(owner, "__self__"))
         if _is_wrapper(obj):  # functools.lru_cache and other decorators' objects
             return ("wrapper", self.describe(obj.__wrapped__), self._lenient_value(obj))
@@ -313,7 +311,7 @@ class _Describer:
             return ("module", obj.__name__)
         if kind is types.CodeType:
             return ("code", _digest(self._code(obj)))
-        if isinstance(obj, (types.FunctionType, type)) and _origin(obj) == USER:
+        if isinstance(obj, (types.FunctionType, type)) and code_origin.origin(obj) == code_origin.USER:
             return ("code", _digest(self.describe(obj)))
         return None
 
@@ -402,7 +400,7 @@ def _referenced(code: types.CodeType, namespace: dict) -> typing.Dict[str, typin
                 path = [instruction.argval]
                 for following in instructions[index + 1 :]:
                     if following.opname not in _ATTRIBUTE_LOADS or not (
-                        _is_user_module(value) and hasattr(value, following.argval)
+                        code_origin.is_user_module(value) and hasattr(value, following.argval)
                     ):
                         break
                     value = getattr(value, following.argval)
@@ -430,7 +428,7 @@ def _imported(
         absolute = importlib.util.resolve_name(name, package)
     except (ImportError, ValueError, TypeError):
         return {name: UNDEFINED}
-    if _import_origin(absolute) != USER:
+    if code_origin.import_origin(absolute) != code_origin.USER:
         return {absolute: BY_NAME}
     try:
         module = importlib.import_module(absolute)
@@ -442,78 +440,7 @@ def _imported(
     found = {}
     for dotted, value in targets.items():
         found[dotted] = value
-        if _is_user_module(value):
+        if code_origin.is_user_module(value):
             for attribute in sorted(names & set(vars(value))):
                 found[dotted + "." + attribute] = getattr(value, attribute)
     return found
-
-
-def _qualified_name(obj: typing.Any) -> str:
-    module = getattr(obj, "__module__", None)
-    if module is None:
-        module = getattr(getattr(obj, "__objclass__", None), "__module__", None)
-    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "?")
-    return "{0}.{1}".format(module, name)
-
-
-def _origin(obj: typing.Any) -> str:
-    """USER, STDLIB or LIBRARY: where a function or class comes from."""
-    module = sys.modules.get(getattr(obj, "__module__", None) or "")
-    if module is not None:
-        return _module_origin(module)
-    code = getattr(obj, "__code__", None)
-    if code is not None:
-        return _path_origin(code.co_filename)
-    return USER  # its module was made by hand (exec into a fresh namespace)
-
-
-def _module_origin(module: types.ModuleType) -> str:
-    path = getattr(module, "__file__", None)
-    if path:
-        return _path_origin(path)
-    return _spec_origin(getattr(module, "__spec__", None), module.__name__)
-
-
-def _spec_origin(spec: typing.Any, name: str) -> str:
-    """Where a module without a file comes from, by its import spec."""
-    origin = getattr(spec, "origin", None)
-    if name in sys.builtin_module_names or origin in ("built-in", "frozen"):
-        return STDLIB
-    if spec is None:
-        return USER  # made by hand
-    locations = list(spec.submodule_search_locations or [None])
-    path = spec.origin if spec.has_location else locations[0]
-    return _path_origin(path) if path else USER
-
-
-def _is_user_module(value: typing.Any) -> bool:
-    return isinstance(value, types.ModuleType) and _module_origin(value) == USER
-
-
-def _import_origin(absolute: str) -> str:
-    """Where an import comes from, without importing what is not the user's."""
-    top = absolute.partition(".")[0]
-    for name in (absolute, top):
-        if name in sys.modules:
-            return _module_origin(sys.modules[name])
-    try:
-        spec = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        spec = None
-    # Not to be found: nothing of the user's to cover.
-    return LIBRARY if spec is None else _spec_origin(spec, top)
-
-
-@functools.lru_cache(maxsize=None)
-def _path_origin(path: str) -> str:
-    """USER, STDLIB or LIBRARY: where a source file lies."""
-    if path.startswith("<"):  # "<frozen os>", "<string>", "<stdin>", ...
-        return STDLIB if path.startswith("<frozen ") else USER
-    real = os.path.realpath(path)
-    if {"site-packages", "dist-packages"} & set(pathlib.PurePath(real).parts):
-        return LIBRARY
-    for kind, key in ((LIBRARY, "purelib"), (LIBRARY, "platlib"), (STDLIB, "stdlib")):
-        folder = os.path.realpath(sysconfig.get_path(key))
-        if os.path.commonpath([real, folder]) == folder:
-            return kind
-    return USER
