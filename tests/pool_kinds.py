@@ -66,7 +66,8 @@ def pool_maker(request, tmp_path, monkeypatch):
             # forks new workers mid-map).
             pool = multiprocessing.get_context("forkserver").Pool(*args)
         elif kind == "local":
-            pool = pypoolparty.local.Pool(*args)
+            # From a fork server too, for the same reason as the reference.
+            pool = pypoolparty.local.Pool(*args, context=multiprocessing.get_context("forkserver"))
         else:
             cls, _, options = CLUSTER_POOLS[kind]
             kwargs = {"polling_interval": 1.0, **{k: dict(v) for k, v in options.items()}}

@@ -467,12 +467,6 @@ def play_dead(pool):
             json.dump(owner, fp)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=KeyError,
-    reason="core: Launcher.adopt_map reads info['pool_dir'] before it checks "
-    "the record's scheduler; a local record has no pool dir",
-)
 def test_a_dead_local_drivers_record_is_run_anew_by_a_cluster_pool(tmp_path):
     gate = tmp_path / "gate"
     gate.mkdir()
