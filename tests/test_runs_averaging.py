@@ -297,7 +297,7 @@ def test_draws_do_not_depend_on_the_order_of_the_runs():
 
 def test_a_run_alone_in_a_fresh_process_draws_as_in_a_loop():
     code = (
-        "import json; from test_parallel_averaging import draws_of_run; "
+        "import json; from test_runs_averaging import draws_of_run; "
         "print(json.dumps(draws_of_run(3, seed=7)))"
     )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), HERE]))
