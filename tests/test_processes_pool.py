@@ -116,8 +116,9 @@ def note_and_wait(x, folder):
     """Start a child (``sleep``), note (job, own pid, session, child pid),
     wait until the test ends this worker."""
     child = subprocess.Popen(["sleep", "60"])
-    with open(os.path.join(folder, "job-{:d}".format(x)), "w") as f:
+    with open(os.path.join(folder, ".job-{:d}".format(x)), "w") as f:
         json.dump([x, os.getpid(), os.getsid(0), child.pid], f)
+    os.rename(f.name, os.path.join(folder, "job-{:d}".format(x)))  # whole when seen
     time.sleep(60)
     return x
 
@@ -127,8 +128,8 @@ def test_workers_are_sessions_of_their_own_and_terminate_ends_them_all(tmp_path)
     notes.mkdir()
     pool = make_pool(tmp_path)
     pool.map_async(functools.partial(note_and_wait, folder=str(notes)), range(2), chunksize=1)
-    assert wait_until(lambda: len(os.listdir(str(notes))) == 2, timeout=30)
-    marks = [json.loads((notes / n).read_text()) for n in os.listdir(str(notes))]
+    assert wait_until(lambda: len(list(notes.glob("job-*"))) == 2, timeout=30)
+    marks = [json.loads(path.read_text()) for path in notes.glob("job-*")]
     processes = [ProcessId.of(p) for _, pid, _, child in marks for p in (pid, child)]
     try:
         ids = submitted(pool._pool_dir.path)
