@@ -1,7 +1,8 @@
 """
 The kinds of pool that the backend-neutral suites run against: the stdlib's
-``multiprocessing.Pool`` (the reference), ``pypoolparty.local.Pool`` and the
-cluster pools, each of the latter on its real scheduler.
+``multiprocessing.Pool`` (the reference), ``pypoolparty.local.Pool``,
+``pypoolparty.processes.Pool`` (the core on local processes) and the cluster
+pools, each of the latter on its real scheduler.
 
 A suite makes its pool fixture from :func:`with_marks` and :func:`pool_maker`,
 as ``test_conformance.py`` and ``test_clients.py`` do.
@@ -11,13 +12,14 @@ import multiprocessing
 import pytest
 
 import pypoolparty.local
+import pypoolparty.processes
 import pypoolparty.slurm
 import pypoolparty.slurm.array
 import pypoolparty.sun_grid_engine
 
 from conftest import TEST_SBATCH_OPTIONS
 
-KINDS = ["multiprocessing", "local", "slurm.array", "slurm", "sun_grid_engine"]
+KINDS = ["multiprocessing", "local", "processes", "slurm.array", "slurm", "sun_grid_engine"]
 #: kind: (pool class, fixture and marker of its scheduler, options)
 CLUSTER_POOLS = {
     "slurm.array": (pypoolparty.slurm.array.Pool, "slurm", {"sbatch_options": TEST_SBATCH_OPTIONS}),
@@ -68,6 +70,8 @@ def pool_maker(request, tmp_path, monkeypatch):
         elif kind == "local":
             # From a fork server too, for the same reason as the reference.
             pool = pypoolparty.local.Pool(*args, context=multiprocessing.get_context("forkserver"))
+        elif kind == "processes":
+            pool = pypoolparty.processes.Pool(*args, work_dir=str(tmp_path), **ours)
         else:
             cls, _, options = CLUSTER_POOLS[kind]
             kwargs = {"polling_interval": 1.0, **{k: dict(v) for k, v in options.items()}}
@@ -83,8 +87,8 @@ def pool_maker(request, tmp_path, monkeypatch):
 
     make.kind = kind
     # A job long enough to tell "one result before the last" apart from
-    # the pool's own latency: a cluster's is seconds, the stdlib's is not.
-    make.long = 1 if kind in STDLIB_KINDS else 4
+    # the pool's own latency: a cluster's is seconds, a local pool's is not.
+    make.long = 4 if kind in CLUSTER_POOLS else 1
     yield make
     for pool in made:
         pool.terminate()
