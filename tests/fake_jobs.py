@@ -56,17 +56,22 @@ def pid_of_worker(x):
     return os.getpid()
 
 
+def wait_for_gate(folder):
+    """Wait until ``folder/go`` exists (at most GATE_TIMEOUT)."""
+    deadline = time.monotonic() + GATE_TIMEOUT
+    while not os.path.exists(os.path.join(folder, "go")):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never opened the gate")
+        time.sleep(0.005)
+
+
 def counted(x, folder, bad=(), gate=None):
     """``x * x``, leaving ``run-<x>-<random>`` in ``folder`` each time it runs
     (and first waiting for ``gate/go`` if a gate is given); jobs in ``bad``
     raise ValueError."""
     open(os.path.join(folder, "run-{:d}-{:s}".format(x, os.urandom(6).hex())), "w").close()
     if gate is not None:
-        deadline = time.monotonic() + GATE_TIMEOUT
-        while not os.path.exists(os.path.join(gate, "go")):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the test never opened the gate")
-            time.sleep(0.005)
+        wait_for_gate(gate)
     if x in bad:
         raise ValueError("bad job", x)
     return x * x
@@ -84,11 +89,7 @@ def noisy_run(x, folder, gate=None, fail_while=None):
     index = current_run().index
     open(os.path.join(folder, "run-{:d}-{:s}".format(index, os.urandom(6).hex())), "w").close()
     if gate is not None:
-        deadline = time.monotonic() + GATE_TIMEOUT
-        while not os.path.exists(os.path.join(gate, "go")):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the test never opened the gate")
-            time.sleep(0.005)
+        wait_for_gate(gate)
     if fail_while is not None and os.path.exists(fail_while) and index % 3 == 0:
         raise ValueError("run failed", index)
     return {"value": x + numpy.random.random(), "vector": numpy.random.random(3)}
@@ -125,11 +126,7 @@ def gated(x, folder, which=None, fail=(), fail_after_starts=0):
     if which is None or x in which:
         open(os.path.join(folder, "started-{:d}-{:d}".format(x, os.getpid())), "w").close()
         print("job {:d} waits for the gate".format(x), flush=True)
-        deadline = time.monotonic() + GATE_TIMEOUT
-        while not os.path.exists(os.path.join(folder, "go")):
-            if time.monotonic() > deadline:
-                raise TimeoutError("the test never opened the gate")
-            time.sleep(0.005)
+        wait_for_gate(folder)
         open(os.path.join(folder, "done-{:d}-{:d}".format(x, os.getpid())), "w").close()
     return x * x
 

@@ -37,6 +37,8 @@ def fresh_pools():
         pool.terminate()
         pool.scheduler.shutdown()
     FakePool.made.clear()
+    for pool in decorators._pools.values():
+        pool.terminate()
     decorators._pools.clear()
     decorators._in_flight.clear()
 
@@ -202,3 +204,16 @@ def test_a_look_before_raising_n_runs_does_not_hide_the_new_runs(tmp_path):
     assert "4 / 12 runs" in missing[0]
     assert len(complete(more, 9.0, folder)) == 12
     assert runs_of(folder) == {i: 1 for i in range(12)}
+
+
+def test_on_the_local_machine_the_runs_are_detached_processes(tmp_path):
+    folder = str(tmp_path / "marks")
+    os.mkdir(folder)
+    f = pypoolparty.parallel_average(N_runs=4, N_tasks=2, path=str(tmp_path / "project"), seed=7, pool="local")(
+        noisy_run
+    )
+    averaged = complete(f, 1.0, folder)
+    values = numpy.array([r["value"] for r in local_runs(1.0, folder, num_runs=4)])
+    assert float(averaged["value"]) == pytest.approx(values.mean(), rel=1e-12)
+    (pool,) = decorators._pools.values()
+    assert type(pool).__module__ == "pypoolparty.processes.pool"

@@ -35,7 +35,9 @@ from ..core.calling import CallSpec, CallStyle
 from ..core.stored_call import call_keys
 from . import averaging, entries, seeding
 
-#: pool= names and the module of their pool.
+#: pool= names and the module of their pool: those of
+#: :data:`pypoolparty.auto.CHOICES`, but on the local machine the processes
+#: pool, whose workers outlive the driver as a scheduler's do.
 POOLS = {
     "slurm": "pypoolparty.slurm.array",
     "slurm.array": "pypoolparty.slurm.array",
