@@ -77,18 +77,18 @@ def counted(x, folder, bad=(), gate=None):
     return x * x
 
 
-def noisy_run(x, folder, gate=None, fail_while=None):
+def noisy_run(x, folder, gate=None, fail_while=None, gate_from=0):
     """One run of a decorated function: ``x`` plus draws of numpy's global
     generator; notes ``run-<run index>-<random>`` in ``folder``, waits for
-    ``gate/go`` if a gate is given, and raises in every third run while the
-    file ``fail_while`` exists."""
+    ``gate/go`` if a gate is given (runs from ``gate_from`` on), and raises
+    in every third run while the file ``fail_while`` exists."""
     import numpy
 
     from pypoolparty.runs import current_run
 
     index = current_run().index
     open(os.path.join(folder, "run-{:d}-{:s}".format(index, os.urandom(6).hex())), "w").close()
-    if gate is not None:
+    if gate is not None and index >= gate_from:
         wait_for_gate(gate)
     if fail_while is not None and os.path.exists(fail_while) and index % 3 == 0:
         raise ValueError("run failed", index)

@@ -212,7 +212,7 @@ DECORATED = textwrap.dedent(
     def call(f):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = f(1.0, folder, gate=gate)
+            result = f(1.0, folder, gate=gate, gate_from=3)
         return result, [str(w.message) for w in caught]
 
 
@@ -220,8 +220,12 @@ DECORATED = textwrap.dedent(
     if action == "first":
         result, report["warnings"] = call(average)
         report["result"] = repr(result)
+    elif action == "partial":
+        result, report["warnings"] = call(average)
+        report["mean"] = float(result["value"])
+        report["num_runs"] = result.num_runs
     else:
-        getattr(pypoolparty, action)(average)(1.0, folder, gate=gate)
+        getattr(pypoolparty, action)(average)(1.0, folder, gate=gate, gate_from=3)
         deadline = time.monotonic() + 150
         while True:
             result, said = call(average)
@@ -268,8 +272,9 @@ def test_the_decorator_flow_survives_its_driver_and_re_submits_a_killed_run(kind
     first = run("first")
     assert first["result"] == "None"
     assert first["warnings"] == ["pypoolparty: 6 / 6 runs of noisy_run are not ready yet"]
-    # The driver is gone; its workers go on, and one is killed at work.
-    assert wait_until(lambda: len(runs_of(tmp_path / "marks")) == 2, timeout=120)
+    # The driver is gone; its workers go on: runs 0 to 2 finish, 3 and 4
+    # wait at the gate, and one of their workers is killed.
+    assert wait_until(lambda: len(runs_of(tmp_path / "marks")) == 5, timeout=120)
     work = tmp_path / "project" / "pypoolparty-parallel" / "work"
     (pool_dir,) = [str(work / d) for d in os.listdir(str(work)) if d.startswith("pypoolparty-")]
     workers = submitted(pool_dir)
@@ -280,16 +285,22 @@ def test_the_decorator_flow_survives_its_driver_and_re_submits_a_killed_run(kind
     finally:
         pool.terminate()
     assert wait_until(lambda: alive(kind, workers[:1]) == [], timeout=60)
-    (tmp_path / "gate" / "go").touch()
-
-    again = run("re_submit")
-    assert again["warnings"] == []
+    os.makedirs(str(tmp_path / "local"))
     local = [
         seeding.run_function(noisy_run, i, s, (1.0, str(tmp_path / "local")))
         for i, s in enumerate(seeding.run_seeds(11, 6))
-        if os.makedirs(str(tmp_path / "local"), exist_ok=True) is None
     ]
     values = numpy.array([r["value"] for r in local])
+
+    # Another session: the runs finished so far, with the warning.
+    partial = run("partial")
+    assert partial["warnings"] == ["pypoolparty: 3 / 6 runs of noisy_run are not ready yet"]
+    assert partial["num_runs"] == 3
+    assert partial["mean"] == pytest.approx(values[:3].mean(), rel=1e-12)
+
+    (tmp_path / "gate" / "go").touch()
+    again = run("re_submit")
+    assert again["warnings"] == []
     assert again["values"] == list(values)
     assert again["mean"] == pytest.approx(values.mean(), rel=1e-12)
     assert again["variance"] == pytest.approx(values.var(ddof=1), rel=1e-12)

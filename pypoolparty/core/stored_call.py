@@ -86,6 +86,14 @@ class Assembly(Cancellable):
         for part in parts:
             part.cancel("another part of its call failed")
 
+    def flush(self) -> None:
+        """Store what the parts hold now (a reader of the store is next)."""
+        with self.lock:
+            parts = list(self.parts)
+        for part in parts:
+            if isinstance(part, PartSink):
+                part.flush()
+
     def cancel(self, reason: str) -> None:
         """The caller gave up: stop every part."""
         with self.lock:
@@ -139,23 +147,27 @@ class PartSink:
         self._pending: typing.List[typing.Tuple[str, typing.Any]] = []
         self._flushed = time.monotonic()
         self._left = len(keys)
+        self._lock = threading.RLock()  # the supervisor's thread, and a caller's flush
 
     def chunk_done(self, chunk: int, first_job: int, results: typing.List[Pair]) -> None:
         positions, pairs = [], []
-        for i, pair in enumerate(results):
-            job = first_job + i
-            if pair[0] and self.keys[job] not in self.shelf.stored:
-                self._pending.append((self.keys[job], pair[1]))
-            for position in self.targets[job]:
-                positions.append(position)
-                pairs.append(pair)
-        self._left -= len(results)
-        if self._left <= 0 or time.monotonic() - self._flushed >= FLUSH_SECONDS:
-            self.flush()  # before the caller sees the last result
+        with self._lock:
+            self._hold(first_job, results)
+            for i, pair in enumerate(results):
+                for position in self.targets[first_job + i]:
+                    positions.append(position)
+                    pairs.append(pair)
+            self._left -= len(results)
+            if self._left <= 0 or time.monotonic() - self._flushed >= FLUSH_SECONDS:
+                self.flush()  # before the caller sees the last result
         self.assembly.deliver(positions, pairs)  # also if the store failed
 
     def keep(self, chunk: int, first_job: int, results: typing.List[Pair]) -> None:
         """Results of a map that ended early: stored, not delivered."""
+        with self._lock:
+            self._hold(first_job, results)
+
+    def _hold(self, first_job: int, results: typing.List[Pair]) -> None:
         for i, (ok, value) in enumerate(results):
             if ok and self.keys[first_job + i] not in self.shelf.stored:
                 self._pending.append((self.keys[first_job + i], value))
@@ -167,16 +179,17 @@ class PartSink:
         ownership) is logged, not raised: the caller still gets the
         results, and they are tried again at the next flush.
         """
-        if not self._pending:
-            return
-        self._flushed = time.monotonic()
-        try:
-            self.writer.put([k for k, _ in self._pending], [v for _, v in self._pending])
-            self.shelf.read_record(self.writer.name)
-        except (OSError, errors.StoreError) as exc:
-            logger.warning("pypoolparty: could not store results in %s: %s", self.shelf.path, exc)
-            return
-        self._pending = []
+        with self._lock:
+            if not self._pending:
+                return
+            self._flushed = time.monotonic()
+            try:
+                self.writer.put([k for k, _ in self._pending], [v for _, v in self._pending])
+                self.shelf.read_record(self.writer.name)
+            except (OSError, errors.StoreError) as exc:
+                logger.warning("pypoolparty: could not store results in %s: %s", self.shelf.path, exc)
+                return
+            self._pending = []
 
     def completed(self) -> None:
         self._end("completed")

@@ -270,9 +270,12 @@ class ParallelFunction:
                     pool._launcher.start(spec, jobs, None, sink, run_missing)
                     sinks[:] = [s for s in sinks if s.busy] + [sink]
             if pool is not None:
-                # Return once the workers are submitted: the process may end
-                # right after (a script, a notebook closed).
+                # Return once the workers are submitted (the process may end
+                # right after: a script, a notebook closed) and what an
+                # adopted map's workers finished meanwhile is stored.
                 pool._supervisor.settle(timeout=120.0)
+                if sink.run is not None:
+                    sink.run.flush()
         sinks = _in_flight.get(flight, [])
         return self._finished(spec, jobs, sinks[-1] if sinks else None)
 
