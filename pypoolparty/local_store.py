@@ -2,7 +2,7 @@
 The persistent store (``cache_dir=``) of :class:`pypoolparty.local.Pool`.
 
 Same store, same keys as the cluster pools (:mod:`.core.store`,
-:func:`.core.stored_call.call_keys`): what a laptop stored, a cluster pool
+:func:`.core.keys.call_keys`): what a laptop stored, a cluster pool
 reads, and the other way round. The stdlib still does all the running; this
 layer only decides what to send it and keeps what comes back::
 
@@ -57,7 +57,7 @@ import multiprocessing.pool
 import typing
 
 from . import errors
-from .core import stored_call
+from .core import keys
 from .core.calling import CallSpec, CallStyle
 from .core.store import Store
 from .local_records import LocalRecord, LocalRecords
@@ -192,7 +192,7 @@ class LocalStore:
             stdlib = multiprocessing.pool.Pool
             return stdlib.apply_async(pool, carried, args, kwds, callback, error_callback)
         spec = CallSpec(funcs=(func,), style=CallStyle.APPLY)
-        ((code, name, wanted),) = stored_call.call_keys(spec, [job])
+        ((code, name, wanted),) = keys.call_keys(spec, [job])
         (key,) = wanted
         shelf = self.store.shelf(code, name)
         shelf.scan()
@@ -227,23 +227,23 @@ class LocalStore:
         if not jobs:
             return Planned([], {}, None)
         try:
-            groups = stored_call.call_keys(CallSpec(funcs=(func,), style=style), jobs)
+            groups = keys.call_keys(CallSpec(funcs=(func,), style=style), jobs)
         except errors.NotPicklableError:
             raise
         except TypeError:
             return None
         ((code, name, wanted),) = groups
-        keys: typing.List[str] = [""] * len(jobs)
+        key_of: typing.List[str] = [""] * len(jobs)
         for key, positions in wanted.items():
             for position in positions:
-                keys[position] = key
+                key_of[position] = key
         shelf = self.store.shelf(code, name)
         shelf.scan()
         stored = shelf.values([k for k in wanted if k in shelf.stored])
         values = {p: value for key, value in stored.items() for p in wanted[key]}
         missing = [k for k in wanted if k not in stored]
         record = self.records.open(shelf, missing) if missing else None
-        return Planned(keys, values, record)
+        return Planned(key_of, values, record)
 
     def _run(
         self,
@@ -283,8 +283,8 @@ class LocalStore:
 
     def _chunk_done(self, planned: Planned, chunk: Chunk, deliver, single: bool, value) -> None:
         computed = [value] if single else value
-        keys = [planned.keys[p] for p in chunk.missing]
-        self.records.task_done(planned.record, keys, computed, True)
+        done = [planned.keys[p] for p in chunk.missing]
+        self.records.task_done(planned.record, done, computed, True)
         if single:
             deliver(chunk.index, (True, value))
             return

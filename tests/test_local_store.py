@@ -20,7 +20,7 @@ import pytest
 
 from fake_jobs import Gate, counted, runs_of, wait_until
 from pypoolparty import errors, local
-from pypoolparty.core import stored_call
+from pypoolparty.core import keys
 from pypoolparty.core.calling import CallSpec, CallStyle
 from pypoolparty.core.store import Shelf
 from pypoolparty.testing import fake
@@ -327,7 +327,7 @@ def test_terminate_keeps_what_came_and_ends_the_records(tmp_path):
 
 
 def keys_of(f, jobs):
-    ((_, _, wanted),) = stored_call.call_keys(CallSpec(funcs=(f,), style=CallStyle.ONE), jobs)
+    ((_, _, wanted),) = keys.call_keys(CallSpec(funcs=(f,), style=CallStyle.ONE), jobs)
     return {key: jobs[positions[0]] for key, positions in wanted.items()}
 
 

@@ -13,7 +13,7 @@ import pytest
 import pypoolparty
 from fake_jobs import noisy_run, runs_of, wait_until
 from pypoolparty import errors
-from pypoolparty.runs import decorators, seeding
+from pypoolparty.runs import flights, seeding
 from pypoolparty.testing import fake
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,10 +37,10 @@ def fresh_pools():
         pool.terminate()
         pool.scheduler.shutdown()
     FakePool.made.clear()
-    for pool in decorators._pools.values():
+    for pool in flights.pools.values():
         pool.terminate()
-    decorators._pools.clear()
-    decorators._in_flight.clear()
+    flights.pools.clear()
+    flights.in_flight.clear()
 
 
 def decorate(tmp_path, which=pypoolparty.parallel, **kwargs):
@@ -215,5 +215,5 @@ def test_on_the_local_machine_the_runs_are_detached_processes(tmp_path):
     averaged = complete(f, 1.0, folder)
     values = numpy.array([r["value"] for r in local_runs(1.0, folder, num_runs=4)])
     assert float(averaged["value"]) == pytest.approx(values.mean(), rel=1e-12)
-    (pool,) = decorators._pools.values()
+    (pool,) = flights.pools.values()
     assert type(pool).__module__ == "pypoolparty.processes.pool"

@@ -12,7 +12,7 @@ import os
 import threading
 import typing
 
-from . import chunking, inputs, stored_call
+from . import chunking, inputs, keys, stored_call
 from .calling import CallSpec
 from .event_log import EventLog
 from .map_run import MapRun, MapSettings
@@ -134,7 +134,7 @@ class Launcher:
         if self.store is None:
             self.start_map(spec, jobs, chunksize, sink)
             return
-        groups = stored_call.call_keys(spec, jobs)
+        groups = keys.call_keys(spec, jobs)
         assembly = stored_call.Assembly(sink, len(jobs))
         for code, name, wanted in groups:
             shelf = self.store.shelf(code, name)

@@ -25,8 +25,7 @@ import time
 import typing
 
 from .. import errors
-from . import fingerprint
-from .calling import CallSpec, CallStyle
+from .calling import CallSpec
 from .results import Cancellable, Pair
 from .store import RecordWriter, Shelf
 
@@ -276,15 +275,35 @@ class Follow:
         self.call.assembly.fail(errors.CancelledError("pypoolparty: " + reason))
 
 
+class PoolSide(typing.Protocol):
+    """What a stored call needs of its pool (:class:`~.launcher.Launcher`)."""
+
+    def fleet(self) -> typing.Any:
+        """The pool's workers (made with its folder)."""
+
+    def new_map_dir(self) -> typing.Any:
+        """A new map folder in the pool's folder."""
+
+    def map_info(self, work_dir: typing.Any) -> dict:
+        """What a record says of a map, for a driver that adopts it."""
+
+    def start_map(self, spec: CallSpec, jobs: list, chunksize: typing.Optional[int], sink: typing.Any, work_dir: typing.Any) -> None:
+        """Write a map's inputs and run it."""
+
+    def adopt_map(self, info: dict, sink: typing.Any, stop_on_failure: bool) -> bool:
+        """Run a dead driver's map with its workers; False if it cannot."""
+
+    def follow(self, part: "Follow") -> None:
+        """Have the supervisor drive a part that waits for another driver."""
+
+
 class StoredCall:
     """Plans one call against the store and starts its parts.
 
     Parameters
     ----------
-    hooks : object
-        The pool's side: ``fleet()``, ``new_map_dir()``, ``start_map(spec,
-        jobs, chunksize, sink, work_dir)``, ``adopt_map(work_dir, pool_dir,
-        sink)`` (False if it cannot), ``follow(part)`` and ``map_info(work_dir)``.
+    hooks : PoolSide
+        The pool's side.
     shelf : Shelf
         The store's shelf of the call's function.
     spec, jobs, chunksize
@@ -299,7 +318,14 @@ class StoredCall:
     """
 
     def __init__(
-        self, hooks, shelf: Shelf, spec: CallSpec, jobs: list, chunksize, assembly, run_missing=True
+        self,
+        hooks: PoolSide,
+        shelf: Shelf,
+        spec: CallSpec,
+        jobs: list,
+        chunksize: typing.Optional[int],
+        assembly: Assembly,
+        run_missing: typing.Union[bool, typing.Container[int]] = True,
     ):
         self.run_missing = run_missing
         self.hooks = hooks
@@ -429,53 +455,3 @@ def _salvage(info: dict, keys: typing.List[str], writer: RecordWriter) -> None:
         writer.shelf.read_record(writer.name)
     except (OSError, errors.StoreError) as exc:
         logger.warning("pypoolparty: could not end the record %s: %s", writer.name, exc)
-
-
-def call_keys(spec: CallSpec, jobs: list) -> typing.List[typing.Tuple[str, str, typing.Dict[str, typing.List[int]]]]:
-    """The call's jobs by shelf: ``(code fingerprint, name, {key: positions})``.
-
-    A job's key covers its function's code (:mod:`.fingerprint`) and the
-    digest of the call's ``(args, kwargs)`` (their pickle, sets ordered and
-    functions by their code): ``map(f, [x])``,
-    ``starmap(f, [(x,)])`` and ``apply(f, (x,))`` make the same call and
-    share its result. Each function has its shelf.
-
-    Raises NotPicklableError like a map without a store would.
-    """
-    from . import inputs
-
-    codes: typing.Dict[int, str] = {}
-    groups: typing.Dict[str, typing.Dict[str, typing.List[int]]] = {}
-    names: typing.Dict[str, str] = {}
-    for position, job in enumerate(jobs):
-        if spec.style is CallStyle.APPLY:
-            index, args, kwds = job
-        elif spec.style is CallStyle.STAR:
-            index, args, kwds = 0, tuple(job), {}
-        else:
-            index, args, kwds = 0, (job,), {}
-        if index not in codes:
-            codes[index] = _code_of(spec.funcs[index])
-            names[codes[index]] = _name_of(spec.funcs[index])
-        try:
-            # f(a=1, b=2) is f(b=2, a=1): keyword order is not the call's.
-            call = fingerprint.value_digest((tuple(args), sorted(kwds.items())))
-        except TypeError as exc:
-            raise inputs.not_picklable("job {:d}".format(position), exc) from exc
-        key = fingerprint.job_key(codes[index], call.encode())
-        groups.setdefault(codes[index], {}).setdefault(key, []).append(position)
-    return [(code, names[code], wanted) for code, wanted in groups.items()]
-
-
-def _code_of(func: typing.Callable) -> str:
-    from . import inputs
-
-    try:
-        return fingerprint.code_fingerprint(func)
-    except TypeError as exc:
-        raise inputs.not_picklable("func {!r}".format(func), exc) from exc
-
-
-def _name_of(func: typing.Callable) -> str:
-    inner = getattr(func, "__wrapped__", None) or getattr(func, "func", func)  # functools.partial
-    return getattr(inner, "__qualname__", None) or type(inner).__qualname__

@@ -17,14 +17,8 @@ lost), ``cancel_job``, ``print_job_output``.
 """
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
-import importlib
-import inspect
-import logging
-import os
-import threading
 import typing
 import warnings
 
@@ -32,20 +26,8 @@ import numpy
 
 from .. import errors
 from ..core.calling import CallSpec, CallStyle
-from ..core.stored_call import call_keys
-from . import averaging, entries, seeding
+from . import averaging, entries, flights, seeding
 
-#: pool= names and the module of their pool: those of
-#: :data:`pypoolparty.auto.CHOICES`, but on the local machine the processes
-#: pool, whose workers outlive the driver as a scheduler's do.
-POOLS = {
-    "slurm": "pypoolparty.slurm.array",
-    "slurm.array": "pypoolparty.slurm.array",
-    "sge": "pypoolparty.sun_grid_engine",
-    "local": "pypoolparty.processes",
-}
-
-logger = logging.getLogger("pypoolparty")
 
 
 class Action(enum.Enum):
@@ -55,20 +37,6 @@ class Action(enum.Enum):
     RE_SUBMIT = "re_submit"
     CANCEL_JOB = "cancel_job"
     PRINT_JOB_OUTPUT = "print_job_output"
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """What the decorator was given."""
-
-    num_runs: int
-    num_tasks: int
-    path: str
-    seed: typing.Optional[int]
-    encoding: str
-    pool: typing.Any
-    scheduler_options: typing.Dict[str, typing.Any]
-    average: bool
 
 
 class Runs(list):
@@ -94,95 +62,13 @@ def _run(func, args, kwargs, generation, job):
     return seeding.run_function(func, index, seed_sequence, args, kwargs)
 
 
-class _Quiet:
-    """The sink of a decorated call's map: results go to the store only;
-    failures are kept to be told."""
-
-    run = None
-
-    def __init__(self):
-        self.failures: typing.Dict[int, BaseException] = {}
-        self.error: typing.Optional[BaseException] = None
-        self.ended = threading.Event()
-
-    def chunk_done(self, chunk, first_job, results):
-        for i, (ok, value) in enumerate(results):
-            if not ok:
-                self.failures[first_job + i] = value
-
-    def completed(self):
-        self.ended.set()
-
-    def failed(self, exc):
-        self.error = exc
-        self.ended.set()
-
-    @property
-    def busy(self) -> bool:
-        """Some part of the call still collects or runs."""
-        if self.ended.is_set() or self.run is None:
-            return False
-        parts = self.run.parts
-        return any((p.run is None or p.run.active) if hasattr(p, "writer") else p.active for p in parts)
-
-
-_lock = threading.RLock()
-_pools: typing.Dict[typing.Tuple, typing.Any] = {}
-#: The maps each entry's calls started in this process (entry id, generation).
-_in_flight: typing.Dict[typing.Tuple[str, int], typing.List[_Quiet]] = {}
-
-
-def _pool_for(settings: Settings):
-    """The pool of these settings, made once per process.
-
-    Its workers are left to finish when this process ends (a notebook
-    kernel shut down): the next call collects what they did.
-    """
-    choice = settings.pool
-    key = (
-        repr(choice),
-        settings.num_tasks,
-        os.path.abspath(settings.path),
-        repr(settings.scheduler_options),
-        settings.encoding,
-    )
-    with _lock:
-        if key in _pools:
-            return _pools[key]
-        options = dict(settings.scheduler_options)
-        if choice is None:
-            from ..auto import which_scheduler
-
-            choice = which_scheduler()
-        if isinstance(choice, str):
-            if choice not in POOLS:
-                raise ValueError("pool= must be one of {} or a pool class, not {!r}".format(sorted(POOLS), choice))
-            choice = importlib.import_module(POOLS[choice]).Pool
-        cls = choice
-        accepted = inspect.signature(cls.__init__).parameters
-        word = next((w for w in ("sbatch_options", "qsub_options") if w in accepted), None)
-        if options and word is None:
-            logger.info("pypoolparty: %s takes no scheduler options; %s left out", cls.__name__, sorted(options))
-        kwargs = {word: options} if options and word else {}
-        pool = cls(
-            settings.num_tasks,
-            cache_dir=entries.folder(settings.path, entries.STORE),
-            work_dir=entries.folder(settings.path, entries.WORK),
-            **kwargs,
-        )
-        pool._launcher.store.encoding = settings.encoding
-        pool._leave_running_at_exit = True
-        _pools[key] = pool
-        return pool
-
-
 class ParallelFunction:
     """A function whose calls run ``N_runs`` times on the cluster.
 
     Call it as the function; see the module's docstring for the actions.
     """
 
-    def __init__(self, func: typing.Callable, settings: Settings):
+    def __init__(self, func: typing.Callable, settings: flights.Settings):
         functools.update_wrapper(self, func)
         self.func = func
         self.settings = settings
@@ -249,23 +135,23 @@ class ParallelFunction:
         return CallSpec(funcs=(runner,), style=CallStyle.ONE, stop_on_failure=False), jobs
 
     def _act(self, action: Action, args: tuple, kwargs: dict):
-        with _lock:  # one entry per call, also with threads
+        with flights.lock:  # one entry per call, also with threads
             entry, new_runs = self._entry(action, args, kwargs)
         spec, jobs = self._call(entry, args, kwargs)
         flight = (entry.entry_id, entry.generation)
         if action is Action.CANCEL_JOB:
-            return _cancel(self.settings, flight, spec, jobs)
+            return flights.cancel(self.settings, flight, spec, jobs)
         if action is Action.PRINT_JOB_OUTPUT:
-            return _print_output(self.settings, spec, jobs)
+            return flights.print_output(self.settings, spec, jobs)
         if action is not Action.DONT_SUBMIT:
             pool = None
-            with _lock:
-                sinks = _in_flight.setdefault(flight, [])
+            with flights.lock:
+                sinks = flights.in_flight.setdefault(flight, [])
                 if action is Action.RE_SUBMIT or not any(s.busy for s in sinks):
-                    sink = _Quiet()
+                    sink = flights.CallSink()
                     if sinks and action is not Action.RE_SUBMIT:
                         sink.failures.update(sinks[-1].failures)  # still failed, until re_submit
-                    pool = _pool_for(self.settings)
+                    pool = flights.pool_for(self.settings)
                     run_missing = True if action is Action.RE_SUBMIT else new_runs
                     pool._launcher.start(spec, jobs, None, sink, run_missing)
                     sinks[:] = [s for s in sinks if s.busy] + [sink]
@@ -276,12 +162,12 @@ class ParallelFunction:
                 pool._supervisor.settle(timeout=120.0)
                 if sink.run is not None:
                     sink.run.flush()
-        sinks = _in_flight.get(flight, [])
+        sinks = flights.in_flight.get(flight, [])
         return self._finished(spec, jobs, sinks[-1] if sinks else None)
 
-    def _finished(self, spec, jobs, sink: typing.Optional[_Quiet]):
+    def _finished(self, spec, jobs, sink: typing.Optional[flights.CallSink]):
         """What the store holds of the runs; a warning for what it lacks."""
-        shelf, wanted = _shelf_of(self.settings, spec, jobs)
+        shelf, wanted = flights.shelf_of(self.settings, spec, jobs)
         ready = {k: ps for k, ps in wanted.items() if k in shelf.stored}
         values = shelf.values(ready)
         order = sorted((p, k) for k, ps in ready.items() for p in ps if k in values)
@@ -297,59 +183,7 @@ class ParallelFunction:
         return averaging.average(list(results)) if results else None
 
 
-def _shelf_of(settings: Settings, spec: CallSpec, jobs: list):
-    """The store's shelf of an entry's runs, read up to now, and the runs' keys."""
-    from ..core.store import Store
-
-    store = Store(entries.folder(settings.path, entries.STORE), settings.encoding)
-    ((code, name, wanted),) = call_keys(spec, jobs)
-    shelf = store.shelf(code, name)
-    shelf.scan()
-    return shelf, wanted
-
-
-def _in_flight_records(shelf, wanted):
-    """The records in flight that run some of ``wanted``."""
-    return [
-        rec for rec in shelf.records.values() if rec.in_flight and set(rec.map["keys"]) & set(wanted)
-    ]
-
-
-def _cancel(settings: Settings, flight, spec, jobs) -> None:
-    """Cancel the entry's runs in flight: this process's maps, and those a
-    dead driver left running; a live other driver's are its own (a warning)."""
-    from ..core.event_log import EventLog
-    from ..core.pooldir import STOP, PoolDir
-
-    with _lock:
-        sinks = _in_flight.pop(flight, [])
-    for sink in sinks:
-        if sink.run is not None:
-            sink.run.cancel("cancel_job() was called")
-    shelf, wanted = _shelf_of(settings, spec, jobs)
-    for rec in _in_flight_records(shelf, wanted):
-        if shelf.owner_is_alive(rec.name):
-            warnings.warn(
-                "pypoolparty: runs of this entry also run in another live driver "
-                "(record {!r}); cancel them there".format(rec.name),
-                stacklevel=4,
-            )
-            continue
-        writer = shelf.take_over(rec.name)
-        if writer is None:
-            continue
-        pool_dir = PoolDir(rec.map["pool_dir"])
-        pool_dir.mark(STOP)
-        pool = _pool_for(settings)
-        if rec.map.get("scheduler") == pool.scheduler.name:
-            try:
-                pool.scheduler.cancel(sorted(pool_dir.submitted_workers()), EventLog())
-            except errors.SchedulerCommandError as exc:
-                logger.warning("pypoolparty: could not cancel the workers of %s: %s", rec.name, exc)
-        writer.end("cancelled")
-
-
-def _not_ready(name: str, missing: int, total: int, sink: typing.Optional[_Quiet]) -> str:
+def _not_ready(name: str, missing: int, total: int, sink: typing.Optional[flights.CallSink]) -> str:
     text = "pypoolparty: {:d} / {:d} runs of {:s} are not ready yet".format(missing, total, name)
     if sink is not None and sink.failures:
         first = next(iter(sink.failures.values()))
@@ -361,26 +195,7 @@ def _not_ready(name: str, missing: int, total: int, sink: typing.Optional[_Quiet
     return text
 
 
-def _print_output(settings: Settings, spec, jobs) -> str:
-    """The end of the output of the workers of the entry's maps in flight."""
-    from ..core.pooldir import PoolDir
-
-    shelf, wanted = _shelf_of(settings, spec, jobs)
-    texts = []
-    for rec in shelf.records.values():
-        if rec.map is None or not set(rec.map["keys"]) & set(wanted):
-            continue
-        pool_dir = PoolDir(rec.map["pool_dir"])
-        for worker in sorted(pool_dir.started_workers()):
-            tail = pool_dir.tail_of_worker_log(worker).strip()
-            if tail:
-                texts.append("--- worker {:s} ({:s})\n{:s}".format(worker, rec.name, tail))
-    text = "\n".join(texts) or "pypoolparty: no worker output of these runs is left"
-    print(text)
-    return text
-
-
-def _decorator(settings: Settings) -> typing.Callable[[typing.Callable], ParallelFunction]:
+def _decorator(settings: flights.Settings) -> typing.Callable[[typing.Callable], ParallelFunction]:
     if settings.num_runs < 1 or settings.num_tasks < 1:
         raise ValueError("N_runs and N_tasks must be 1+")
     return lambda func: ParallelFunction(func, settings)
@@ -425,7 +240,7 @@ def parallel(
         :class:`Runs` list of the finished runs' results.
     """
     return _decorator(
-        Settings(N_runs, N_tasks or N_runs, path, seed, encoding, pool, scheduler_options, average=False)
+        flights.Settings(N_runs, N_tasks or N_runs, path, seed, encoding, pool, scheduler_options, average=False)
     )
 
 
@@ -444,7 +259,7 @@ def parallel_average(
     ``variance``, ``standard_deviation``, ``estimated_error``), or None
     while none finished."""
     return _decorator(
-        Settings(N_runs, N_tasks or N_runs, path, seed, encoding, pool, scheduler_options, average=True)
+        flights.Settings(N_runs, N_tasks or N_runs, path, seed, encoding, pool, scheduler_options, average=True)
     )
 
 
