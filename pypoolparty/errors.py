@@ -88,8 +88,11 @@ class SchedulerUnavailableError(SchedulerCommandError):
     """A scheduler command kept failing transiently until the retries ran out."""
 
 
-class JobsLostError(PoolError):
+class JobsLostError(PoolError, concurrent.futures.BrokenExecutor):
     """Jobs whose workers died without a result, after every resubmission.
+
+    A :class:`concurrent.futures.BrokenExecutor` too: what an executor's
+    future raises when the worker that ran its call died.
 
     Attributes
     ----------

@@ -27,9 +27,15 @@ MAX_WAIT_SECONDS = 0.5
 class ApplyResult(AsyncResult):
     """The AsyncResult of one ``apply_async`` call."""
 
-    def __init__(self, callback=None, error_callback=None):
+    def __init__(self, callback=None, error_callback=None, starting: typing.Optional[typing.Callable[[], bool]] = None):
         super().__init__(callback, error_callback, on_abandon=self.abandon)
         self.batch: typing.Optional["ApplyBatch"] = None
+        self.starting = starting
+
+    def start(self) -> bool:
+        """The call goes to a map now; False if it was cancelled before
+        (an executor's future), and then it does not run."""
+        return self.starting() if self.starting is not None else True
 
     def abandon(self) -> None:
         """The caller gave up waiting: cancel the batch this call is in."""

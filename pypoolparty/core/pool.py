@@ -249,6 +249,7 @@ class ClusterPool:
         calls = self._applies.take(at_once=self._state != RUN)
         if calls is None:
             return True
+        calls = [c for c in calls or () if c.result.start()]
         if calls:
             spec, jobs, batch = applies.batch_of(calls)
             try:
@@ -275,9 +276,13 @@ class ClusterPool:
         Calls made in quick succession run together as one map (at most
         one submission), each with its own result.
         """
+        return self._apply_async(func, args, kwds, applies.ApplyResult(callback, error_callback))
+
+    def _apply_async(self, func: typing.Callable, args: tuple, kwds: typing.Optional[dict], result) -> AsyncResult:
+        """apply_async with a result made by the caller (an executor's, which
+        may still be cancelled until its call is handed to a map)."""
         self._check_running()
         kwds = {} if kwds is None else dict(kwds)
-        result = applies.ApplyResult(callback, error_callback)
         try:
             cloudpickle.dumps((func, args, kwds))
         except Exception as exc:

@@ -5,7 +5,11 @@ Pools on SLURM clusters.
 ``pypoolparty.slurm.Pool`` runs them as single jobs, for sites without
 arrays.
 """
+from ..core.executor import executor_class
 from . import array
 from .pool import Pool
 
-__all__ = ["Pool", "array"]
+#: ``concurrent.futures.Executor`` whose calls run as tasks of job arrays.
+Executor = executor_class(array.Pool, "whose calls run as tasks of SLURM job arrays")
+
+__all__ = ["Pool", "Executor", "array"]

@@ -1,0 +1,98 @@
+"""
+``concurrent.futures.Executor`` on a pool's core.
+
+``submit(fn, *args, **kwargs)`` is the pool's ``apply_async``: calls
+submitted close together run as one map (at most one submission), each
+with its own :class:`concurrent.futures.Future`. A future is pending until
+its call is handed to a map (a fraction of a second), and may be cancelled
+until then; it runs from then on. The job's own exception is set on its
+future, the remote traceback as its ``__cause__``; a call whose workers
+kept dying gets :class:`~pypoolparty.errors.JobsLostError`, a
+:class:`concurrent.futures.BrokenExecutor`.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import typing
+
+from . import applies
+from .pool import ClusterPool
+
+
+class ClusterExecutor(concurrent.futures.Executor):
+    """A ``concurrent.futures.Executor`` whose calls run on a pool's workers.
+
+    Parameters
+    ----------
+    pool : ClusterPool
+        The pool it runs on; the executor owns it (``shutdown`` closes it).
+    """
+
+    def __init__(self, pool: ClusterPool):
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._pending: "set[concurrent.futures.Future]" = set()
+
+    @property
+    def _max_workers(self) -> int:
+        return self._pool._processes
+
+    def submit(self, fn: typing.Callable, /, *args, **kwargs) -> concurrent.futures.Future:
+        """Run ``fn(*args, **kwargs)`` on the cluster; its Future at once."""
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            self._pending.add(future)
+
+        def starting() -> bool:
+            with self._lock:
+                self._pending.discard(future)
+            return future.set_running_or_notify_cancel()
+
+        def failed(exc: BaseException) -> None:
+            if not future.cancelled():
+                future.set_exception(exc)
+
+        result = applies.ApplyResult(future.set_result, failed, starting=starting)
+        self._pool._apply_async(fn, args, kwargs, result)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No new calls; ``cancel_futures`` cancels those not yet running;
+        ``wait`` waits for the others and for the workers to leave."""
+        with self._lock:
+            self._shutdown = True
+            pending, self._pending = list(self._pending), set()
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        self._pool.close()
+        if wait:
+            self._pool.join()
+
+
+def executor_class(pool_class: type, where: str) -> type:
+    """An Executor class over ``pool_class``: ``Executor(max_workers=None,
+    **options)`` takes the pool's keywords after ``max_workers``."""
+
+    class Executor(ClusterExecutor):
+        __doc__ = """A ``concurrent.futures.Executor`` {:s}.
+
+        Parameters
+        ----------
+        max_workers : int or None
+            At most this many workers at once (the pool's ``processes``).
+        **options
+            Keywords of :class:`{:s}.{:s}` (``work_dir``, ``cache_dir``,
+            the scheduler's options, ...).
+        """.format(where, pool_class.__module__, pool_class.__qualname__)
+
+        def __init__(self, max_workers: typing.Optional[int] = None, **options):
+            super().__init__(pool_class(max_workers, **options))
+
+    Executor.__module__ = pool_class.__module__.rsplit(".", 1)[0]
+    Executor.__qualname__ = "Executor"
+    return Executor

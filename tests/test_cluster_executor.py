@@ -1,0 +1,53 @@
+"""
+The ``concurrent.futures.Executor`` of the real schedulers: a burst of
+calls travels in one array, results and exceptions come back on their
+futures, and ``shutdown()`` leaves nothing in the queue.
+"""
+import concurrent.futures
+import os
+
+import pytest
+
+import conformance_jobs as jobs
+import pypoolparty.slurm
+import pypoolparty.sun_grid_engine
+from conftest import TEST_SBATCH_OPTIONS
+from pypoolparty.core import event_log
+
+pytestmark = pytest.mark.timeout(240)
+
+EXECUTORS = {
+    "slurm": (pypoolparty.slurm.Executor, {"sbatch_options": TEST_SBATCH_OPTIONS}),
+    "sun_grid_engine": (pypoolparty.sun_grid_engine.Executor, {}),
+}
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("slurm", marks=[pytest.mark.cluster, pytest.mark.slurm]),
+        pytest.param("sun_grid_engine", marks=[pytest.mark.cluster, pytest.mark.sge]),
+    ]
+)
+def executor_class(request):
+    request.getfixturevalue("slurm" if request.param == "slurm" else "sge")
+    cls, options = EXECUTORS[request.param]
+    return lambda *args, **kwargs: cls(*args, **options, polling_interval=1.0, **kwargs)
+
+
+def test_a_burst_of_calls_is_one_submission_and_shutdown_leaves_nothing(executor_class, tmp_path):
+    ex = executor_class(2, work_dir=str(tmp_path / "wd"), keep_work_dir=True)
+    futures = [ex.submit(jobs.square, x) for x in range(8)]
+    assert [f.result(timeout=120) for f in futures] == [x * x for x in range(8)]
+    assert list(ex.map(pow, [2, 3], [3, 2], timeout=120)) == [8, 9]
+    bad = ex.submit(jobs.raise_custom, 5)
+    assert isinstance(bad.exception(timeout=120), jobs.CustomError)
+    events = event_log.read(ex._pool._pool_dir.log_path)
+    submitted = [w for e in events if e["event"] == "submitted" for w in e["workers"]]
+    assert len([e for e in events if e["event"] == "submitted"]) == 1
+    ex.shutdown(wait=True)
+    statuses = ex._pool.scheduler.states(submitted, event_log.EventLog())
+    assert [w for w in submitted if w in statuses and statuses[w].state.is_alive] == []
+    with pytest.raises(RuntimeError):
+        ex.submit(jobs.square, 1)
+    assert concurrent.futures.wait(futures, timeout=1).not_done == set()
+    assert os.path.isdir(str(tmp_path / "wd"))

@@ -1,0 +1,123 @@
+"""
+The ``concurrent.futures.Executor`` surface on the core, on the fake
+scheduler and on the processes pool, next to the stdlib's
+``ProcessPoolExecutor`` where they must agree.
+"""
+import concurrent.futures
+import functools
+import time
+
+import pytest
+
+import pypoolparty.processes
+from fake_jobs import Gate, counted, fail_on, runs_of, slow_square, square, wait_until
+from pypoolparty import errors
+from pypoolparty.core.executor import ClusterExecutor
+from pypoolparty.testing import fake
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=["fake", "processes", "stdlib"])
+def executor(request, tmp_path):
+    """An executor of each kind; the stdlib's is the reference."""
+    made = []
+
+    def make(max_workers=2):
+        if request.param == "stdlib":
+            ex = concurrent.futures.ProcessPoolExecutor(max_workers)
+        elif request.param == "processes":
+            ex = pypoolparty.processes.Executor(max_workers, work_dir=str(tmp_path))
+        else:
+            pool = fake.ClusterPool(
+                max_workers, scheduler=fake.FakeScheduler(), work_dir=str(tmp_path), polling_interval=0.05
+            )
+            ex = ClusterExecutor(pool)
+        made.append(ex)
+        return ex
+
+    make.kind = request.param
+    yield make
+    for ex in made:
+        ex.shutdown(wait=True, cancel_futures=True)
+        pool = getattr(ex, "_pool", None)
+        if pool is not None and hasattr(pool.scheduler, "shutdown"):
+            pool.scheduler.shutdown()
+
+
+def test_submit_result_exception_and_as_completed(executor):
+    with executor() as ex:
+        futures = [ex.submit(square, x) for x in range(6)]
+        assert all(isinstance(f, concurrent.futures.Future) for f in futures)
+        assert sorted(f.result(timeout=30) for f in concurrent.futures.as_completed(futures, timeout=30)) == [
+            x * x for x in range(6)
+        ]
+        bad = ex.submit(fail_on, 3)
+        with pytest.raises(ValueError, match="bad job") as info:
+            bad.result(timeout=30)
+        assert info.value.__cause__ is not None  # the remote traceback
+        assert isinstance(bad.exception(), ValueError)
+        keyword = ex.submit(functools.partial(pow, 2), exp=5)
+        assert keyword.result(timeout=30) == 32
+
+
+def test_map_is_lazy_in_order_and_times_out(executor):
+    with executor() as ex:
+        assert list(ex.map(pow, [2, 3, 4], [2, 2, 2], timeout=30)) == [4, 9, 16]
+        results = ex.map(slow_square, [1, 2], [3.0, 3.0], timeout=0.5)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            list(results)
+
+
+def test_callbacks_wait_and_shutdown(executor):
+    ex = executor()
+    seen = []
+    future = ex.submit(square, 7)
+    future.add_done_callback(lambda f: seen.append(f.result()))
+    done, not_done = concurrent.futures.wait([future], timeout=30)
+    assert done == {future} and not not_done
+    assert wait_until(lambda: seen == [49])
+    ex.shutdown(wait=True)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(square, 1)
+
+
+def test_a_call_not_yet_handed_on_can_be_cancelled(tmp_path):
+    """A future is pending until its call goes to a map: cancel() works
+    until then, the call never runs, and the others go on."""
+    gate = Gate(tmp_path / "gate")
+    with fake.pool(1, work_dir=tmp_path / "w") as pool:
+        ex = ClusterExecutor(pool)
+        first = ex.submit(gate.job(), 1)
+        gate.wait_started(1)
+        assert first.running() and not first.cancel()
+        (tmp_path / "runs").mkdir()
+        late = ex.submit(counted, 5, str(tmp_path / "runs"))
+        assert late.cancel() and late.cancelled()
+        kept = ex.submit(counted, 6, str(tmp_path / "runs"))
+        gate.open()
+        assert first.result(timeout=30) == 1 and kept.result(timeout=30) == 36
+        ex.shutdown(wait=True)
+    assert runs_of(tmp_path / "runs") == {6: 1}  # the cancelled call never ran
+
+
+def test_shutdown_cancel_futures_cancels_the_pending_ones(tmp_path):
+    with fake.pool(2, work_dir=tmp_path / "w") as pool:
+        ex = ClusterExecutor(pool)
+        futures = [ex.submit(square, x) for x in range(3)]
+        ex.shutdown(wait=True, cancel_futures=True)
+        for f in futures:  # each either cancelled before it ran, or done
+            assert f.cancelled() or f.result(timeout=1) == f.result()
+
+
+def test_a_worker_that_died_breaks_its_futures_as_the_stdlib_does(tmp_path):
+    scheduler = fake.FakeScheduler()
+    with fake.pool(1, work_dir=tmp_path / "w", scheduler=scheduler, max_num_resubmissions=0) as pool:
+        ex = ClusterExecutor(pool)
+        future = ex.submit(time.sleep, 30)
+        assert wait_until(lambda: scheduler.worker_ids("RUNNING"), timeout=10)
+        time.sleep(0.3)
+        scheduler.lose(scheduler.worker_ids("RUNNING")[0])
+        with pytest.raises(concurrent.futures.BrokenExecutor) as info:
+            future.result(timeout=30)
+        assert isinstance(info.value, errors.JobsLostError)
