@@ -196,10 +196,10 @@ class LocalStore:
         (key,) = wanted
         shelf = self.store.shelf(code, name)
         shelf.scan()
-        if key in shelf.stored:
-            value = shelf.values([key])[key]
+        placed = shelf.placed(wanted)
+        if placed:
             result = multiprocessing.pool.ApplyResult(pool, callback, error_callback)
-            result._set(0, (True, value))
+            result._set(0, (True, placed[0][1]))
             return result
         record = self.records.burst(shelf, key)
 
@@ -239,9 +239,8 @@ class LocalStore:
                 key_of[position] = key
         shelf = self.store.shelf(code, name)
         shelf.scan()
-        stored = shelf.values([k for k in wanted if k in shelf.stored])
-        values = {p: value for key, value in stored.items() for p in wanted[key]}
-        missing = [k for k in wanted if k not in stored]
+        values = dict(shelf.placed(wanted))
+        missing = [k for k in wanted if k not in shelf.stored]
         record = self.records.open(shelf, missing) if missing else None
         return Planned(key_of, values, record)
 

@@ -190,6 +190,17 @@ class Shelf:
                 ) from exc
         return out
 
+    def placed(self, wanted: typing.Mapping[str, typing.Sequence[int]]) -> typing.List[typing.Tuple[int, typing.Any]]:
+        """``(position, value)`` of the stored ones of ``wanted`` (key ->
+        the call's positions), in position order. A key not stored, or
+        whose batch file was removed (see :meth:`values`), is left out and
+        is not in :attr:`stored` after."""
+        values = self.values([k for k in wanted if k in self.stored])
+        return sorted(
+            ((p, values[k]) for k, positions in wanted.items() if k in values for p in positions),
+            key=lambda placed: placed[0],
+        )
+
     def owner_of(self, name: str) -> typing.Tuple[int, typing.Optional[Owner], float]:
         """(generation, owner, age of its file in s) of record ``name``."""
         best, best_name = -1, None

@@ -338,10 +338,9 @@ class StoredCall:
     def deliver_stored(self, wanted: typing.Dict[str, typing.List[int]]) -> None:
         """Deliver stored keys to their positions; plan again those whose
         batch file was removed."""
-        values = self.shelf.values(wanted)
-        order = sorted((p, k) for k, ps in wanted.items() for p in ps if k in values)
-        self.assembly.deliver([p for p, _ in order], [(True, values[k]) for _, k in order])
-        gone = {k: ps for k, ps in wanted.items() if k not in values}
+        placed = self.shelf.placed(wanted)
+        self.assembly.deliver([p for p, _ in placed], [(True, v) for _, v in placed])
+        gone = {k: ps for k, ps in wanted.items() if k not in self.shelf.stored}
         if gone:
             self.plan(gone)
 

@@ -168,16 +168,14 @@ class ParallelFunction:
     def _finished(self, spec, jobs, sink: typing.Optional[flights.CallSink]):
         """What the store holds of the runs; a warning for what it lacks."""
         shelf, wanted = flights.shelf_of(self.settings, spec, jobs)
-        ready = {k: ps for k, ps in wanted.items() if k in shelf.stored}
-        values = shelf.values(ready)
-        order = sorted((p, k) for k, ps in ready.items() for p in ps if k in values)
-        missing = len(jobs) - len(order)
+        placed = shelf.placed(wanted)
+        missing = len(jobs) - len(placed)
         if missing:
             warnings.warn(
                 errors.RunsNotReadyWarning(_not_ready(self.__name__, missing, len(jobs), sink)),
                 stacklevel=4,  # the user's call
             )
-        results = Runs([values[k] for _, k in order], [p for p, _ in order], len(jobs))
+        results = Runs([v for _, v in placed], [p for p, _ in placed], len(jobs))
         if not self.settings.average:
             return results
         return averaging.average(list(results)) if results else None
