@@ -129,11 +129,25 @@ def pool_for(settings: Settings):
         return pool
 
 
+_stores: typing.Dict[typing.Tuple[str, str], typing.Any] = {}
+
+
+def _store_of(settings: Settings):
+    """The store under ``settings.path``, opened once per process: its
+    shelves then read only what their records gained since the last call."""
+    from ..core.store import MARK, Store
+
+    key = (os.path.abspath(settings.path), settings.encoding)
+    with lock:
+        store = _stores.get(key)
+        if store is None or not os.path.exists(os.path.join(store.path, MARK)):  # removed by hand
+            store = _stores[key] = Store(entries.folder(settings.path, entries.STORE), settings.encoding)
+        return store
+
+
 def shelf_of(settings: Settings, spec: CallSpec, jobs: list):
     """The store's shelf of an entry's runs, read up to now, and the runs' keys."""
-    from ..core.store import Store
-
-    store = Store(entries.folder(settings.path, entries.STORE), settings.encoding)
+    store = _store_of(settings)
     ((code, name, wanted),) = call_keys(spec, jobs)
     shelf = store.shelf(code, name)
     shelf.scan()
