@@ -2,7 +2,7 @@
 The store records a :class:`pypoolparty.local.Pool` writes
 (:mod:`.local_store`): each one's results in batches, at most one a second
 and the last before the caller sees it, and a keeper thread that stores
-what waited and shows the records' owner lives.
+what waited (the store's heartbeat thread shows the records' owner lives).
 
 A record is the cluster pools' (:mod:`.core.store`); its ``map`` line names
 ``"scheduler": "local"`` and no work dir, so a cluster pool never adopts
@@ -85,8 +85,8 @@ class LocalRecord:
 
     def tick(self) -> bool:
         """The keeper's round: store what waited a second, end a lingering
-        record that waited for nothing as long, show the owner lives. True
-        if the record ended."""
+        record that waited for nothing as long (the store's heartbeat thread
+        shows the owner lives). True if the record ended."""
         with self.lock:
             now = time.monotonic()
             if self.lingers and self.left <= 0 and now - self._idle_since >= FLUSH_SECONDS:
@@ -95,7 +95,6 @@ class LocalRecord:
                 return True
             if self._pending and now - self._flushed >= FLUSH_SECONDS:
                 self._flush()
-            self.writer.heartbeat()
             return False
 
     def close(self) -> None:
@@ -192,8 +191,8 @@ class LocalRecords:
         self._wake.set()
 
     def _keep(self) -> None:
-        """The keeper thread: each second, store what waited and show the
-        records' owner lives; ends when no record is open."""
+        """The keeper thread: each second, store what waited; ends when no
+        record is open."""
         while True:
             self._wake.wait(FLUSH_SECONDS)
             with self._lock:
