@@ -233,13 +233,10 @@ class Launcher:
         workers = old_pool.submitted_workers()
         log.event("adopted", pool_dir=pool_dir.path, workers=sorted(workers))
         fleet.adopt(workers, log)
-        previous_end = sink.on_end
 
         def on_end() -> None:
             old_pool.close_map(work_dir)
             pool_dir.unlink_map(work_dir)
-            if previous_end is not None:
-                previous_end()
 
         sink.on_end = on_end
         self._run(work_dir, manifest.chunk_starts, sink, log, stop_on_failure)
