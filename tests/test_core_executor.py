@@ -64,7 +64,7 @@ def test_submit_result_exception_and_as_completed(executor):
 def test_map_is_lazy_in_order_and_times_out(executor):
     with executor() as ex:
         assert list(ex.map(pow, [2, 3, 4], [2, 2, 2], timeout=30)) == [4, 9, 16]
-        results = ex.map(slow_square, [1, 2], [3.0, 3.0], timeout=0.5)
+        results = ex.map(slow_square, [1, 2], [1.0, 1.0], timeout=0.5)
         with pytest.raises(concurrent.futures.TimeoutError):
             list(results)
 
