@@ -176,7 +176,7 @@ class Launcher:
             chunk_pickles=chunk_pickles,
             chunk_starts=plan.chunk_starts,
             sys_path=inputs.driver_sys_path(),
-            cwd=os.getcwd(),
+            cwd=self.settings.fleet.working_dir(),
         )
         self._run(work_dir, plan.chunk_starts, sink, log, spec.stop_on_failure)
 

@@ -90,6 +90,9 @@ class ClusterPool:
         Cut each map's jobs into this many chunks unless ``chunksize`` is
         given (pypoolparty 0.3's per-chunk pools); also the default of
         ``processes``.
+    cwd : str or None
+        Directory the jobs run in; None: the driver's current directory
+        when the map starts.
     cache_dir : str or None
         A store on the shared filesystem: results of jobs are kept there,
         keyed by the function's code and the job, and a call takes what
@@ -119,6 +122,7 @@ class ClusterPool:
         name: str = "pypoolparty",
         num_chunks: typing.Optional[int] = None,
         cache_dir: typing.Optional[str] = None,
+        cwd: typing.Optional[str] = None,
     ):
         if processes is not None and processes < 1:
             raise ValueError("Number of processes must be at least 1")
@@ -152,6 +156,22 @@ class ClusterPool:
         if processes is None:
             processes = max(1, int(scheduler.default_processes(setup_log)))
         self._processes = processes
+        # What a pool of the same settings on another adapter needs (_sibling).
+        self._settings = dict(
+            initializer=initializer,
+            initargs=self._initargs,
+            maxtasksperchild=maxtasksperchild,
+            work_dir=work_dir,
+            idle_timeout=idle_timeout,
+            python_path=python_path,
+            polling_interval=polling_interval,
+            max_num_resubmissions=max_num_resubmissions,
+            keep_work_dir=keep_work_dir,
+            verbose=verbose,
+            name=name,
+            num_chunks=num_chunks,
+            cache_dir=cache_dir,
+        )
         flush = weakref.WeakMethod(self._flush_applies)
         self._supervisor = Supervisor(
             PollIntervals(scheduler=float(polling_interval)),
@@ -178,6 +198,7 @@ class ClusterPool:
                     env=inputs.worker_env(),
                     name=name,
                     outlive_driver=store is not None,
+                    cwd=cwd,
                 ),
                 map=MapSettings(
                     max_num_resubmissions=int(max_num_resubmissions),
@@ -190,6 +211,11 @@ class ClusterPool:
         )
         self._state = RUN
         _live_pools.add(self)
+
+    def _sibling(self, scheduler: Scheduler, cwd: typing.Optional[str] = None) -> "ClusterPool":
+        """A pool with this one's settings whose workers ``scheduler``
+        starts (e.g. with other resources), running its jobs in ``cwd``."""
+        return ClusterPool(self._processes, scheduler=scheduler, cwd=cwd, **self._settings)
 
     def __repr__(self) -> str:
         return "<{}.{} state={} processes={} scheduler={}>".format(

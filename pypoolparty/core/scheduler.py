@@ -21,6 +21,7 @@ import typing
 
 from .commands import GENERIC_TRANSIENT_PATTERNS, RetryPolicy, run_command
 from .event_log import EventLog
+from .resources import Resources, mpirun_argv
 
 
 class WorkerState(enum.Enum):
@@ -112,6 +113,9 @@ class Scheduler(abc.ABC):
     #: :data:`~pypoolparty.core.commands.GENERIC_TRANSIENT_PATTERNS`.
     transient_patterns: typing.Tuple[str, ...] = ()
 
+    #: What each worker of this adapter gets (see :meth:`with_resources`).
+    resources: Resources = Resources()
+
     def __init__(self, policy: RetryPolicy):
         self.policy = policy
 
@@ -169,6 +173,34 @@ class Scheduler(abc.ABC):
     @abc.abstractmethod
     def cancel_commands(self, worker_ids: typing.Collection[str]) -> typing.List[typing.List[str]]:
         """The command lines that cancel the given workers (few, short)."""
+
+    # ---------------------------------------------------------- resources
+    def known_option(self, key: str) -> bool:
+        """Whether ``key`` is one of this scheduler's submit options that a
+        ``resource_dict`` may set (not one the pool sets itself)."""
+        return False
+
+    def with_resources(self, resources: Resources) -> "Scheduler":
+        """A copy of this adapter whose workers get ``resources``.
+
+        Raises
+        ------
+        ValueError
+            If this scheduler cannot give them.
+        """
+        raise ValueError("the {:s} scheduler takes no per-call resources".format(self.name))
+
+    def mpi_launcher(self) -> typing.List[str]:
+        """The command that starts a worker's ``resources.cores`` MPI ranks."""
+        return mpirun_argv(self.resources)
+
+    def worker_command(self, request: SubmitRequest) -> typing.List[str]:
+        """The command line of a worker, without ``--worker-id``: under the
+        MPI launcher when each call runs on several ranks."""
+        argv = list(request.worker_argv)
+        if self.resources.is_mpi:
+            argv = self.mpi_launcher() + argv + ["--ranks", str(self.resources.cores)]
+        return argv
 
     def cancel(self, worker_ids: typing.Collection[str], log: EventLog) -> None:
         """Cancel the given workers."""

@@ -1,7 +1,7 @@
 """
 The worker: what runs on a compute node.
 
-    python -m pypoolparty.core.worker POOL_DIR --worker-id ID
+    python -m pypoolparty.core.worker POOL_DIR --worker-id ID [--ranks N]
 
 It serves the pool, not one map: it claims chunks of the pool's maps in
 flight, oldest map first, runs each chunk's jobs and writes one result file
@@ -87,40 +87,78 @@ def adopt_driver_paths(manifest: Manifest) -> None:
     sys.path[:0] = missing
 
 
-def open_map(work_dir: WorkDir) -> MapView:
-    """Read a map's manifest and what to call."""
+def load_spec(spec_pickle: bytes) -> CallSpec:
+    """The map's :class:`CallSpec` from its pickle."""
+    spec = pickle.loads(spec_pickle)
+    if not isinstance(spec, CallSpec):
+        raise TypeError("func.pickle does not hold a pypoolparty CallSpec")
+    return spec
+
+
+def open_map(work_dir: WorkDir) -> typing.Tuple[MapView, bytes]:
+    """Read a map's manifest and what to call (and its pickle)."""
     manifest = work_dir.read_manifest()
     adopt_driver_paths(manifest)
     view = MapView(work_dir=work_dir, manifest=manifest)
+    spec_pickle = work_dir.read_func_pickle()
     try:
-        spec = pickle.loads(work_dir.read_func_pickle())
-        if not isinstance(spec, CallSpec):
-            raise TypeError("func.pickle does not hold a pypoolparty CallSpec")
-        view.spec = spec
+        view.spec = load_spec(spec_pickle)
     except Exception as exc:
         # E.g. a module the function needs is missing on this node: the
         # driver raises this for the chunk's jobs instead of resubmitting.
         view.failure = outcomes.failure_of(exc)
-    return view
+    return view, spec_pickle
+
+
+class Calls:
+    """How a worker runs the initializer and a job: here, in this process.
+
+    A worker on several MPI ranks runs them on every rank instead
+    (:class:`pypoolparty.core.mpi_worker.RankCalls`).
+    """
+
+    def initialize(self, init_pickle: bytes) -> None:
+        """Run ``(initializer, initargs)`` from its pickle."""
+        initializer, initargs = pickle.loads(init_pickle)
+        if initializer is not None:
+            initializer(*initargs)
+
+    def open(self, name: str, view: "MapView", spec_pickle: bytes) -> None:
+        """A map this worker starts to serve."""
+
+    def forget(self, name: str) -> None:
+        """A map that ended."""
+
+    def outcome(self, name: str, spec: CallSpec, job: typing.Any) -> outcomes.Outcome:
+        """Run one job."""
+        return call_outcome(spec, job)
+
+
+def call_outcome(spec: CallSpec, job: typing.Any) -> outcomes.Outcome:
+    """One job's value, or the exception it raised."""
+    try:
+        return outcomes.Outcome(value=spec.call(job))
+    except Exception as exc:
+        return outcomes.Outcome(failure=outcomes.failure_of(exc))
 
 
 def run_chunk(
-    spec: CallSpec, jobs: typing.Sequence, chunk: int, worker_id: str
+    spec: CallSpec,
+    jobs: typing.Sequence,
+    chunk: int,
+    worker_id: str,
+    call: typing.Callable[[CallSpec, typing.Any], outcomes.Outcome] = call_outcome,
 ) -> outcomes.ChunkResult:
-    """Run the jobs of one chunk in order.
+    """Run the jobs of one chunk in order, each through ``call``.
 
     With ``spec.stop_on_failure`` the chunk ends at the first job that raises.
     """
     result = outcomes.ChunkResult(chunk=chunk, worker_id=worker_id, outcomes=[])
     for job in jobs:
-        try:
-            value = spec.call(job)
-        except Exception as exc:
-            result.outcomes.append(outcomes.Outcome(failure=outcomes.failure_of(exc)))
-            if spec.stop_on_failure:
-                break
-            continue
-        result.outcomes.append(outcomes.Outcome(value=value))
+        outcome = call(spec, job)
+        result.outcomes.append(outcome)
+        if outcome.failure is not None and spec.stop_on_failure:
+            break
     return result
 
 
@@ -144,11 +182,14 @@ class Worker:
         The pool's folder.
     worker_id : str
         The id the scheduler knows this worker by.
+    calls : Calls or None
+        How it runs the initializer and the jobs; None: in this process.
     """
 
-    def __init__(self, pool_dir: PoolDir, worker_id: str):
+    def __init__(self, pool_dir: PoolDir, worker_id: str, calls: typing.Optional[Calls] = None):
         self.pool_dir = pool_dir
         self.worker_id = worker_id
+        self.calls = calls or Calls()
         self.settings: WorkerSettings = pool_dir.read_settings()
         self.started = time.monotonic()
         self.id_path, requeued = pool_dir.register_worker(worker_id)
@@ -167,9 +208,7 @@ class Worker:
         """
         self.initialized = True
         try:
-            initializer, initargs = pickle.loads(self.pool_dir.read_init_pickle())
-            if initializer is not None:
-                initializer(*initargs)
+            self.calls.initialize(self.pool_dir.read_init_pickle())
         except Exception as exc:
             self.setup_failure = outcomes.failure_of(exc)
 
@@ -200,6 +239,7 @@ class Worker:
         for name in list(self.maps):
             if name not in names:
                 del self.maps[name]
+                self.calls.forget(name)
 
     def _work_once(
         self, names: typing.List[str]
@@ -228,11 +268,13 @@ class Worker:
         view = self.maps.get(name)
         if view is None:
             try:
-                view = open_map(self.pool_dir.map_dir(name))
+                view, spec_pickle = open_map(self.pool_dir.map_dir(name))
                 if self.requeued:
                     view.own = view.work_dir.own_unfinished_chunks(self.worker_id)
             except FileNotFoundError:
                 return None  # it ended meanwhile
+            if view.spec is not None:
+                self.calls.open(name, view, spec_pickle)
             self.maps[name] = view
         return view
 
@@ -279,7 +321,10 @@ class Worker:
             except Exception as exc:
                 result = failed_chunk(chunk, self.worker_id, outcomes.failure_of(exc), num_jobs)
             else:
-                result = run_chunk(view.spec, jobs, chunk, self.worker_id)
+                result = run_chunk(
+                    view.spec, jobs, chunk, self.worker_id,
+                    lambda spec, job: self.calls.outcome(view.work_dir.name, spec, job),
+                )
         try:
             view.work_dir.write_result(chunk, outcomes.encode(result))
         except FileNotFoundError:
@@ -297,9 +342,17 @@ def main(argv: typing.Optional[typing.Sequence[str]] = None) -> int:
     )
     parser.add_argument("pool_dir", help="the pool's work dir")
     parser.add_argument("--worker-id", required=True, help="this worker's id")
+    parser.add_argument(
+        "--ranks", type=int, default=1,
+        help="MPI ranks each call runs on (the worker runs under mpirun or srun)",
+    )
     args = parser.parse_args(argv)
     pool_dir = PoolDir(args.pool_dir)
     try:
+        if args.ranks > 1:
+            from . import mpi_worker
+
+            return mpi_worker.main(pool_dir, args.worker_id, args.ranks)
         worker = Worker(pool_dir, args.worker_id)
         reason = worker.serve()
         pool_dir.write_exit(args.worker_id, reason)

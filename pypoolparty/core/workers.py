@@ -127,6 +127,12 @@ class FleetSettings:
     outlive_driver: bool = False
     """With a store: should the driver die, its workers finish the maps in
     flight (the next run adopts them) instead of being cancelled."""
+    cwd: typing.Optional[str] = None
+    """Directory the workers and their jobs run in; None: the driver's
+    current directory at the time."""
+
+    def working_dir(self) -> str:
+        return self.cwd or os.getcwd()
 
 
 class Fleet:
@@ -193,7 +199,7 @@ class Fleet:
             + ["-m", "pypoolparty.core.worker", self.pool_dir.path],
             name=self.settings.name,
             log_dir=self.pool_dir.workers_dir,
-            cwd=os.getcwd(),
+            cwd=self.settings.working_dir(),
             env=self.settings.env,
         )
         with self.lock:

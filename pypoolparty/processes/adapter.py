@@ -40,6 +40,7 @@ import typing
 from .. import errors
 from ..core.commands import RetryPolicy
 from ..core.event_log import EventLog
+from ..core.resources import Resources
 from ..core.scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus
 from . import detached
 from .detached import Life, ProcessId
@@ -103,6 +104,15 @@ class ProcessScheduler(Scheduler):
         self._exit_codes: typing.Dict[str, int] = {}
         self._cancelled: typing.Set[str] = set()
 
+    # ---------------------------------------------------------- resources
+    def with_resources(self, resources: Resources) -> "ProcessScheduler":
+        """A copy whose workers get ``resources``: ``mpirun`` starts the
+        ranks of a call on several cores; CPUs and GPUs per rank are this
+        machine's, and there are no submit options to set."""
+        copy = type(self)(grace=self.grace, python=self.python, policy=self.policy)
+        copy.resources = resources
+        return copy
+
     # ------------------------------------------------------------- limits
     def default_processes(self, log: EventLog) -> int:
         """The CPUs this process may use."""
@@ -123,7 +133,7 @@ class ProcessScheduler(Scheduler):
 
     def _start(self, request: SubmitRequest, env: typing.Mapping[str, str]) -> str:
         """Start one worker; its log gets its name once its id is known."""
-        argv = [self.python] + SCRIPT_FLAGS + [DETACHED_SCRIPT, "launch"] + list(request.worker_argv)
+        argv = [self.python] + SCRIPT_FLAGS + [DETACHED_SCRIPT, "launch"] + self.worker_command(request)
         starting = os.path.join(request.log_dir, ".starting-{:s}.log".format(secrets.token_hex(6)))
         try:
             fd = os.open(starting, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -16,6 +16,7 @@ import typing
 from .. import errors
 from ..core.commands import RetryPolicy
 from ..core.event_log import EventLog
+from ..core.resources import Resources
 from ..core.scheduler import (
     Scheduler,
     SubmitRequest,
@@ -28,6 +29,25 @@ from . import parsing
 
 #: sbatch options the pool sets itself.
 RESERVED_OPTIONS = ("array", "wrap", "parsable", "output", "error")
+
+#: sbatch's options (SLURM 22.05) that a per-call ``resource_dict`` may set,
+#: by their long name; a name not here is looked up in ``sbatch --help``
+#: once (newer SLURMs have more).
+SBATCH_OPTIONS = frozenset(
+    """account acctg-freq batch bb bbf begin chdir cluster-constraint clusters
+    comment constraint container contiguous core-spec cores-per-socket cpu-freq
+    cpus-per-gpu cpus-per-task deadline delay-boot dependency distribution
+    exclude exclusive export export-file extra-node-info get-user-env gid
+    gpu-bind gpu-freq gpus gpus-per-node gpus-per-socket gpus-per-task gres
+    gres-flags hint hold ignore-pbs licenses mail-type mail-user mcs-label mem
+    mem-bind mem-per-cpu mem-per-gpu mincpus network nice no-kill no-requeue
+    nodefile nodelist nodes ntasks ntasks-per-core ntasks-per-gpu
+    ntasks-per-node ntasks-per-socket open-mode overcommit oversubscribe
+    partition power prefer priority profile propagate qos reboot requeue
+    reservation signal sockets-per-node spread-job switches thread-spec
+    threads-per-core time time-min tmp tres-per-task uid use-min-nodes wckey
+    A C D F G H I J L M N O Q S W b c d k m n p q s t w x""".split()
+)
 
 #: What SLURM's clients say when the controller is busy or away for a while.
 TRANSIENT_PATTERNS = (
@@ -48,6 +68,7 @@ class SlurmCommands:
     scontrol: str = "scontrol"
     sinfo: str = "sinfo"
     sacct: str = "sacct"
+    srun: str = "srun"
 
 
 def format_options(options: typing.Mapping[str, typing.Any]) -> typing.List[str]:
@@ -116,6 +137,45 @@ class SlurmScheduler(Scheduler):
         self._max_array_size: typing.Optional[int] = None
         self._array_sizes: typing.Dict[str, int] = {}
         self._accounting: typing.Optional[bool] = None
+        self._help_options: typing.Optional[typing.FrozenSet[str]] = None
+
+    # ---------------------------------------------------------- resources
+    def known_option(self, key: str) -> bool:
+        key = key.replace("_", "-")
+        if key in RESERVED_OPTIONS:
+            return False
+        if key in SBATCH_OPTIONS:
+            return True
+        if self._help_options is None:
+            try:
+                proc = self.run([self.commands.sbatch, "--help"], EventLog.buffer(), single_try=True)
+                self._help_options = frozenset(parsing.parse_help_options(proc.stdout))
+            except errors.SchedulerCommandError:
+                self._help_options = frozenset()
+        return key in self._help_options
+
+    def with_resources(self, resources: Resources) -> "SlurmScheduler":
+        """A copy whose jobs ask for ``resources``: ``--ntasks`` ranks of
+        ``--cpus-per-task`` CPUs and ``--gpus-per-task`` GPUs, and the options."""
+        options = dict(self.sbatch_options)
+        if resources.is_mpi:
+            options["ntasks"] = resources.cores
+        if resources.threads_per_core > 1:
+            options["cpus-per-task"] = resources.threads_per_core
+        if resources.gpus_per_core > 0:
+            options["gpus-per-task"] = resources.gpus_per_core
+        options.update(check_options(resources.option_dict()))
+        copy = type(self)(sbatch_options=options, commands=self.commands, policy=self.policy)
+        copy.resources = resources
+        return copy
+
+    def mpi_launcher(self) -> typing.List[str]:
+        """``srun`` inside the job starts its ``--ntasks`` ranks."""
+        argv = [self.commands.srun, "--ntasks={:d}".format(self.resources.cores)]
+        if self.resources.threads_per_core > 1:
+            # srun does not take it from the job's environment (SLURM >= 22.05)
+            argv.append("--cpus-per-task={:d}".format(self.resources.threads_per_core))
+        return argv + list(self.resources.launcher_args)
 
     # ------------------------------------------------------------- limits
     def time_limit(self) -> typing.Optional[float]:
@@ -149,7 +209,7 @@ class SlurmScheduler(Scheduler):
     def _sbatch_argv(self, request: SubmitRequest, extra: typing.List[str], worker_id: str, log_name: str) -> typing.List[str]:
         """sbatch's command line: ``extra`` options, the worker and its id."""
         wrap = "exec {:s} --worker-id {:s}".format(
-            " ".join(shlex.quote(a) for a in request.worker_argv), worker_id
+            " ".join(shlex.quote(a) for a in self.worker_command(request)), worker_id
         )
         options = {"job-name": request.name, "chdir": request.cwd}
         options.update(self.sbatch_options)
@@ -234,7 +294,17 @@ class SlurmScheduler(Scheduler):
             "BOOT_FAIL": "Their nodes failed to boot.",
             "DEADLINE": "They reached their deadline.",
         }
-        return hints.get(scheduler_state.split()[0] if scheduler_state else "", "")
+        hint = hints.get(scheduler_state.split()[0] if scheduler_state else "", "")
+        if not hint and self.resources.is_mpi and not any(
+            a.startswith("--mpi") for a in self.resources.launcher_args
+        ):
+            hint = (
+                "Each call runs on {:d} MPI ranks started by srun: if the output "
+                "speaks of PMI, the MPI library needs srun's --mpi=pmix (or pmi2; "
+                "'srun --mpi=list' shows them): resource_dict={{'slurm_cmd_args': "
+                "['--mpi=pmix'], ...}}.".format(self.resources.cores)
+            )
+        return hint
 
     # ------------------------------------------------------------- cancel
     def cancel_commands(self, worker_ids: typing.Collection[str]) -> typing.List[typing.List[str]]:

@@ -103,6 +103,11 @@ def parse_sbatch_parsable(stdout: str) -> str:
     raise ValueError("sbatch --parsable printed no job id: {!r}".format(stdout))
 
 
+def parse_help_options(stdout: str) -> typing.List[str]:
+    """The long option names (without dashes) in a client's ``--help``."""
+    return re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*)", stdout)
+
+
 def parse_config(stdout: str) -> typing.Dict[str, str]:
     """``scontrol show config`` as a dict of its ``Key = Value`` lines."""
     out = {}

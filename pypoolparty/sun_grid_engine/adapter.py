@@ -13,6 +13,7 @@ import typing
 from .. import errors
 from ..core.commands import RetryPolicy
 from ..core.event_log import EventLog
+from ..core.resources import Resources
 from ..core.scheduler import (
     Scheduler,
     SubmitRequest,
@@ -25,6 +26,13 @@ from . import parsing
 
 #: qsub options the pool sets itself.
 RESERVED_OPTIONS = ("t", "tc", "terse", "o", "e", "j", "S", "b")
+
+#: qsub's options that a per-call ``resource_dict`` may set (``-l`` resources,
+#: ``-pe`` parallel environment, queue, project, ...).
+QSUB_OPTIONS = frozenset(
+    """a ac A ar binding c ckpt clear dc dl hard h hold_jid hold_jid_ad js l m
+    masterq M notify now p P pe q r R sc soft v w""".split()
+)
 
 #: What Grid Engine's clients say when the qmaster is busy or away for a while.
 TRANSIENT_PATTERNS = (
@@ -105,6 +113,41 @@ class SgeArrayScheduler(Scheduler):
         self._max_array_tasks: typing.Optional[int] = None
         self._array_sizes: typing.Dict[str, int] = {}
 
+    # ---------------------------------------------------------- resources
+    def known_option(self, key: str) -> bool:
+        return key in QSUB_OPTIONS and key not in RESERVED_OPTIONS
+
+    def with_resources(self, resources: Resources) -> "SgeArrayScheduler":
+        """A copy whose jobs ask for ``resources``: ``cores * threads_per_core``
+        slots of a parallel environment (``-pe NAME``, which the resources or
+        the pool's ``qsub_options`` must name), and the options."""
+        options = dict(self.qsub_options)
+        options.update(check_options(resources.option_dict()))
+        slots = resources.cores * resources.threads_per_core
+        if resources.gpus_per_core:
+            raise ValueError(
+                "Grid Engine has no common way to ask for GPUs: ask for your "
+                "site's GPU resource with resource_dict={'l': 'gpu=1'} instead of "
+                "'gpus_per_core'"
+            )
+        if slots > 1:
+            pe = str(options.get("pe") or "").split()
+            if not pe:
+                raise ValueError(
+                    "a call on {:d} cores runs in a parallel environment on Grid "
+                    "Engine: name it, e.g. resource_dict={{'pe': 'mpi', 'cores': "
+                    "{:d}}} ('qconf -spl' lists them)".format(slots, resources.cores)
+                )
+            options["pe"] = "{:s} {:s}".format(pe[0], pe[1] if len(pe) > 1 else str(slots))
+        copy = type(self)(
+            qsub_options=options,
+            commands=self.commands,
+            policy=self.policy,
+            error_state_indicator=self.error_state_indicator,
+        )
+        copy.resources = resources
+        return copy
+
     # ------------------------------------------------------------- limits
     def time_limit(self) -> typing.Optional[float]:
         return parsing.time_limit_seconds(self.qsub_options.get("l"))
@@ -136,7 +179,7 @@ class SgeArrayScheduler(Scheduler):
     def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
         """One qsub per array of at most max_aj_tasks tasks."""
         script = "exec {:s} --worker-id \"${{JOB_ID}}.${{SGE_TASK_ID}}\"\n".format(
-            " ".join(shlex.quote(a) for a in request.worker_argv)
+            " ".join(shlex.quote(a) for a in self.worker_command(request))
         )
         ids: typing.List[str] = []
         for num in array_sizes(request.num_workers, self.max_array_tasks(log)):

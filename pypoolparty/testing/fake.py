@@ -46,6 +46,7 @@ import typing
 from ..core.commands import RetryPolicy
 from ..core.event_log import EventLog
 from ..core.pool import ClusterPool
+from ..core.resources import Resources
 from ..core.scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus
 from . import fake_commands
 
@@ -150,6 +151,8 @@ class FakeScheduler(Scheduler):
         self._command_lock = threading.Lock()
         self._stopping = False
         self._thread: typing.Optional[threading.Thread] = None
+        #: The fakes :meth:`with_resources` made.
+        self.derived: typing.List["FakeScheduler"] = []
 
     # ------------------------------------------------------ the interface
     def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
@@ -176,6 +179,17 @@ class FakeScheduler(Scheduler):
                 )
                 self._thread.start()
         return list(call.worker_ids)
+
+    def known_option(self, key: str) -> bool:
+        """The fake knows a few of SLURM's options: ``mem``, ``time``, ``partition``."""
+        return key in ("mem", "time", "partition")
+
+    def with_resources(self, resources: Resources) -> "FakeScheduler":
+        """Another fake, shut down with this one, whose workers get ``resources``."""
+        copy = FakeScheduler(self.slots, self.policy, time_limit=self._time_limit)
+        copy.resources = resources
+        self.derived.append(copy)
+        return copy
 
     def states(
         self, worker_ids: typing.Collection[str], log: EventLog
@@ -328,7 +342,10 @@ class FakeScheduler(Scheduler):
             return [w for w, r in self._workers.items() if not words or r.word in words]
 
     def shutdown(self) -> None:
-        """Kill every worker process and stop the controller thread."""
+        """Kill every worker process and stop the controller thread (also
+        of the fakes :meth:`with_resources` made)."""
+        for derived in self.derived:
+            derived.shutdown()
         with self._cond:
             self._stopping = True
             for worker in self._workers.values():
@@ -421,7 +438,7 @@ class FakeScheduler(Scheduler):
         request = worker.request
         env = dict(os.environ)
         env.update(request.env)
-        argv = list(request.worker_argv) + ["--worker-id", worker.worker_id]
+        argv = self.worker_command(request) + ["--worker-id", worker.worker_id]
         try:
             with open(os.path.join(request.log_dir, worker.worker_id + ".log"), "ab") as out:
                 worker.process = subprocess.Popen(

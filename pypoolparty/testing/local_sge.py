@@ -111,8 +111,9 @@ class LocalSgeCluster(LocalCluster):
 
     error = LocalSgeClusterError
     title = "Grid Engine"
-    packages = ("gridengine-master", "gridengine-exec", "gridengine-client")
-    programs = ("qsub", "qconf", "qstat", "sge_qmaster", "sge_execd")
+    #: Open MPI too, for calls on several MPI ranks (``mpirun`` in ``-pe mpi``).
+    packages = ("gridengine-master", "gridengine-exec", "gridengine-client", "openmpi-bin")
+    programs = ("qsub", "qconf", "qstat", "sge_qmaster", "sge_execd", "mpirun")
 
     def __init__(self, slots: int | None = None, state_dir: str | None = None) -> None:
         if slots is None:

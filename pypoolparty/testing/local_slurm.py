@@ -99,8 +99,9 @@ class LocalSlurmCluster(LocalCluster):
 
     error = LocalSlurmClusterError
     title = "SLURM"
-    packages = ("slurm-wlm", "munge")
-    programs = ("slurmctld", "slurmd", "sbatch", "munged")
+    #: Open MPI too, for calls on several MPI ranks (``srun --mpi=pmix``).
+    packages = ("slurm-wlm", "munge", "openmpi-bin")
+    programs = ("slurmctld", "slurmd", "sbatch", "munged", "mpirun")
 
     def __init__(
         self,

@@ -39,7 +39,26 @@ GLOBAL_SETTINGS = {
     "min_gid": "0",
 }
 
-# What `qconf -aq` offers in Grid Engine 8.1.9, with pe_list NONE (the
+# A parallel environment for calls on several cores (``-pe mpi N``): the
+# slots of one job on as few hosts as they fit, ``mpirun`` in the job starts
+# its ranks (``qrsh -inherit`` on other hosts, hence control_slaves).
+PARALLEL_ENVIRONMENT = "mpi"
+PE_TEMPLATE = (
+    ("pe_name", "{pe}"),
+    ("slots", "9999"),
+    ("user_lists", "NONE"),
+    ("xuser_lists", "NONE"),
+    ("start_proc_args", "NONE"),
+    ("stop_proc_args", "NONE"),
+    ("allocation_rule", "$fill_up"),
+    ("control_slaves", "TRUE"),
+    ("job_is_first_task", "FALSE"),
+    ("urgency_slots", "min"),
+    ("accounting_summary", "FALSE"),
+    ("qsort_args", "NONE"),
+)
+
+# What `qconf -aq` offers in Grid Engine 8.1.9, with pe_list our own PE (the
 # template's "make smp mpi" do not exist on a fresh cell).
 QUEUE_TEMPLATE = (
     ("qname", "{queue}"),
@@ -54,7 +73,7 @@ QUEUE_TEMPLATE = (
     ("processors", "UNDEFINED"),
     ("qtype", "BATCH INTERACTIVE"),
     ("ckpt_list", "NONE"),
-    ("pe_list", "NONE"),
+    ("pe_list", "{pe}"),
     ("rerun", "FALSE"),
     ("slots", "{slots}"),
     ("tmpdir", "/tmp"),
@@ -249,8 +268,9 @@ def configure(cluster: "LocalSgeCluster") -> None:
     Bring the cell to what ``cluster.start()`` promises, changing only what
     differs: this host as admin, submit and execution host;
     :data:`GLOBAL_SETTINGS`; :data:`SCHEDULER_SETTINGS`; the host group
-    ``@allhosts`` holding this host; the queue ``cluster.queue`` on it with
-    ``cluster.slots`` slots and ``load_thresholds NONE``.
+    ``@allhosts`` holding this host; the parallel environment
+    :data:`PARALLEL_ENVIRONMENT`; the queue ``cluster.queue`` on it with
+    ``cluster.slots`` slots, ``load_thresholds NONE`` and that environment.
     """
     host = cluster.hostname
     for show, add in (("-sh", "-ah"), ("-ss", "-as")):
@@ -270,10 +290,14 @@ def configure(cluster: "LocalSgeCluster") -> None:
     elif host not in attribute(hgrp.stdout, "hostlist").split():
         cluster.run(["qconf", "-aattr", "hostgroup", "hostlist", host, HOST_GROUP])
 
+    if cluster.run(["qconf", "-sp", PARALLEL_ENVIRONMENT], check=False).returncode != 0:
+        _qconf_from_file(cluster, "-Ap", "pe", _render(PE_TEMPLATE, pe=PARALLEL_ENVIRONMENT))
+
     queue = cluster.run(["qconf", "-sq", cluster.queue], check=False)
     if queue.returncode != 0:
         text = _render(
-            QUEUE_TEMPLATE, queue=cluster.queue, host_group=HOST_GROUP, slots=str(cluster.slots)
+            QUEUE_TEMPLATE, queue=cluster.queue, host_group=HOST_GROUP, slots=str(cluster.slots),
+            pe=PARALLEL_ENVIRONMENT,
         )
         _qconf_from_file(cluster, "-Aq", "queue", text)
         return
@@ -283,6 +307,8 @@ def configure(cluster: "LocalSgeCluster") -> None:
     for key, value in (("slots", str(cluster.slots)), ("load_thresholds", "NONE")):
         if attribute(queue.stdout, key) != value:
             cluster.run(["qconf", "-mattr", "queue", key, value, cluster.queue])
+    if PARALLEL_ENVIRONMENT not in attribute(queue.stdout, "pe_list").split():
+        cluster.run(["qconf", "-aattr", "queue", "pe_list", PARALLEL_ENVIRONMENT, cluster.queue])
 
 
 def _modify(
