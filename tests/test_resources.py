@@ -150,6 +150,8 @@ def test_processes_start_the_ranks_with_mpirun():
     got = ProcessScheduler().with_resources(Resources(cores=3, openmpi_oversubscribe=True))
     assert got.name == ProcessScheduler().name
     assert got.worker_command(request())[:4] == ["mpirun", "-n", "3", "--oversubscribe"]
+    # a cluster's options mean nothing here: code written for one runs unchanged
+    assert got.known_option("mem") and got.known_option("partition")
 
 
 def test_a_scheduler_without_resources_says_so():

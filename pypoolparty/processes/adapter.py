@@ -105,10 +105,15 @@ class ProcessScheduler(Scheduler):
         self._cancelled: typing.Set[str] = set()
 
     # ---------------------------------------------------------- resources
+    def known_option(self, key: str) -> bool:
+        """Any: code written for a cluster runs here unchanged, and a
+        cluster's submit options mean nothing on this machine."""
+        return True
+
     def with_resources(self, resources: Resources) -> "ProcessScheduler":
         """A copy whose workers get ``resources``: ``mpirun`` starts the
         ranks of a call on several cores; CPUs and GPUs per rank are this
-        machine's, and there are no submit options to set."""
+        machine's, and a cluster's submit options are ignored."""
         copy = type(self)(grace=self.grace, python=self.python, policy=self.policy)
         copy.resources = resources
         return copy
