@@ -99,6 +99,20 @@ def test_close_lets_the_work_finish_then_the_workers_leave(tmp_path):
         assert pool.scheduler.worker_ids(*fake.ALIVE) == []
 
 
+def test_close_right_after_apply_async_lets_the_workers_leave_at_once(tmp_path):
+    # The calls start their map after close (apply_async gathers them for a
+    # moment): the pool dir made then must say closed too, or join would
+    # wait for the workers' idle_timeout.
+    with fake.pool(2, work_dir=tmp_path / "pools", idle_timeout=30.0) as pool:
+        results = [pool.apply_async(square, (x,)) for x in range(3)]
+        pool.close()
+        started = time.monotonic()
+        pool.join()
+        assert time.monotonic() - started < 10.0
+        assert [r.get(timeout=0) for r in results] == [0, 1, 4]
+        assert pool.scheduler.worker_ids(*fake.ALIVE) == []
+
+
 def test_maxtasksperchild_gives_each_task_a_new_worker(tmp_path):
     # polling_interval is long: replacements must not wait for polls.
     with fake.pool(2, work_dir=tmp_path, maxtasksperchild=1, polling_interval=30.0) as pool:

@@ -16,7 +16,7 @@ from . import chunking, inputs, keys, stored_call
 from .calling import CallSpec
 from .event_log import EventLog
 from .map_run import MapRun, MapSettings
-from .pooldir import PoolDir, WorkerSettings
+from .pooldir import CLOSED, PoolDir, WorkerSettings
 from .scheduler import Scheduler
 from .store import Store
 from .supervisor import Supervisor
@@ -77,6 +77,16 @@ class Launcher:
         self.pool_dir: typing.Optional[PoolDir] = None
         self._fleet: typing.Optional[Fleet] = None
         self._lock = threading.RLock()
+        self._closed = False
+
+    def close(self) -> None:
+        """The pool takes no more work: its workers may leave once the maps
+        are done, also those of a pool dir made after this (the apply_async
+        calls gathered before close start their map later)."""
+        with self._lock:
+            self._closed = True
+            if self.pool_dir is not None:
+                self.pool_dir.mark(CLOSED)
 
     # ------------------------------------------------------- the pool dir
     def ensure_pool_dir(self) -> typing.Tuple[PoolDir, Fleet]:
@@ -102,6 +112,8 @@ class Launcher:
                 )
                 self._fleet = Fleet(self.scheduler, pool_dir, self.settings.fleet, log)
                 self.pool_dir = pool_dir
+                if self._closed:
+                    pool_dir.mark(CLOSED)
             return self.pool_dir, self._fleet
 
     @property

@@ -22,7 +22,7 @@ from .calling import CallSpec, CallStyle
 from .event_log import EventLog
 from .launcher import LaunchSettings, Launcher
 from .map_run import MapSettings
-from .pooldir import CLOSED, STOP, WorkerSettings
+from .pooldir import STOP, WorkerSettings
 from .results import IMapIterator, MapResult
 from .scheduler import Scheduler
 from .store import Store
@@ -397,8 +397,7 @@ class ClusterPool:
         """
         if self._state == RUN:
             self._state = CLOSE
-            if self._pool_dir is not None:
-                self._pool_dir.mark(CLOSED)
+            self._launcher.close()
             self._supervisor.wake()
 
     def terminate(self) -> None:
