@@ -167,6 +167,24 @@ def use_slurm(cluster, monkeypatch, tmp_path):
     return cluster
 
 
+@pytest.fixture
+def mpi(monkeypatch):
+    """Open MPI's ``mpirun`` and mpi4py for calls on several MPI ranks; Open
+    MPI told that it may run as root (it refuses by default)."""
+    import importlib.util
+    import shutil
+
+    if shutil.which("mpirun") is None:
+        skip_policy.cluster_unavailable(
+            "Open MPI", "mpirun is not installed (Debian: openmpi-bin, which "
+            "'python -m pypoolparty.testing.local_slurm install' installs)"
+        )
+    if importlib.util.find_spec("mpi4py") is None:
+        skip_policy.cluster_unavailable("mpi4py", "it is not installed (pip install mpi4py)")
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    monkeypatch.setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+
+
 def unique_name(prefix="ppt"):
     return "{:s}-{:s}".format(prefix, uuid.uuid4().hex[:8])
 

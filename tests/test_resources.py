@@ -151,7 +151,8 @@ def test_processes_start_the_ranks_with_mpirun():
     assert got.name == ProcessScheduler().name
     assert got.worker_command(request())[:4] == ["mpirun", "-n", "3", "--oversubscribe"]
     # a cluster's options mean nothing here: code written for one runs unchanged
-    assert got.known_option("mem") and got.known_option("partition")
+    assert got.known_option("mem") and got.known_option("partition") and got.known_option("pe")
+    assert not got.known_option("memory")  # a typo is caught on the laptop too
 
 
 def test_a_scheduler_without_resources_says_so():

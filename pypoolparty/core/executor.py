@@ -18,6 +18,7 @@ import typing
 
 from . import applies
 from .pool import ClusterPool
+from .resource_pools import ResourcePools
 
 
 class ClusterExecutor(concurrent.futures.Executor):
@@ -31,6 +32,7 @@ class ClusterExecutor(concurrent.futures.Executor):
 
     def __init__(self, pool: ClusterPool):
         self._pool = pool
+        self._pools = ResourcePools(pool)
         self._lock = threading.Lock()
         self._shutdown = False
         self._pending: "set[concurrent.futures.Future]" = set()
@@ -39,11 +41,44 @@ class ClusterExecutor(concurrent.futures.Executor):
     def _max_workers(self) -> int:
         return self._pool._processes
 
-    def submit(self, fn: typing.Callable, /, *args, **kwargs) -> concurrent.futures.Future:
-        """Run ``fn(*args, **kwargs)`` on the cluster; its Future at once."""
+    def submit(
+        self,
+        fn: typing.Callable,
+        /,
+        *args,
+        resource_dict: typing.Optional[typing.Mapping[str, typing.Any]] = None,
+        **kwargs,
+    ) -> concurrent.futures.Future:
+        """Run ``fn(*args, **kwargs)`` on the cluster; its Future at once.
+
+        Parameters
+        ----------
+        fn : callable
+            What to run.
+        *args, **kwargs
+            Its arguments.
+        resource_dict : dict or None
+            What this call needs (executorlib's keys ``cores``,
+            ``threads_per_core``, ``gpus_per_core``, ``cwd``,
+            ``openmpi_oversubscribe``, ``slurm_cmd_args``, and the
+            scheduler's submit options by name, see
+            :mod:`pypoolparty.core.resources`). Calls with equal resources
+            share workers. With ``cores`` > 1 the call runs on that many
+            MPI ranks and its result is the list of theirs.
+
+        Raises
+        ------
+        ValueError
+            For a ``resource_dict`` the scheduler cannot give, before
+            anything is submitted.
+        RuntimeError
+            After ``shutdown``.
+        """
+        resources = self._pools.parse(resource_dict)
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            pool = self._pools.pool_for(resources)
             future: concurrent.futures.Future = concurrent.futures.Future()
             self._pending.add(future)
 
@@ -57,7 +92,7 @@ class ClusterExecutor(concurrent.futures.Executor):
                 future.set_exception(exc)
 
         result = applies.ApplyResult(future.set_result, failed, starting=starting)
-        self._pool._apply_async(fn, args, kwargs, result)
+        pool._apply_async(fn, args, kwargs, result)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -69,9 +104,12 @@ class ClusterExecutor(concurrent.futures.Executor):
         if cancel_futures:
             for future in pending:
                 future.cancel()
-        self._pool.close()
+        pools = self._pools.all()
+        for pool in pools:
+            pool.close()
         if wait:
-            self._pool.join()
+            for pool in pools:
+                pool.join()
 
 
 def executor_class(pool_class: type, where: str) -> type:

@@ -106,9 +106,12 @@ class ProcessScheduler(Scheduler):
 
     # ---------------------------------------------------------- resources
     def known_option(self, key: str) -> bool:
-        """Any: code written for a cluster runs here unchanged, and a
-        cluster's submit options mean nothing on this machine."""
-        return True
+        """Those of SLURM and Grid Engine, so that code written for a cluster
+        runs here unchanged; they mean nothing on this machine."""
+        from ..slurm.adapter import SBATCH_OPTIONS
+        from ..sun_grid_engine.adapter import QSUB_OPTIONS
+
+        return key.replace("_", "-") in SBATCH_OPTIONS or key in QSUB_OPTIONS
 
     def with_resources(self, resources: Resources) -> "ProcessScheduler":
         """A copy whose workers get ``resources``: ``mpirun`` starts the

@@ -1,0 +1,43 @@
+"""Functions that run on several MPI ranks (``resource_dict={"cores": n}``)."""
+import os
+
+INITIALIZED = []
+
+
+def note_init(word):
+    INITIALIZED.append(word)
+
+
+def ranks(x):
+    """What this rank sees: the job, COMM_WORLD's size and rank, a sum over
+    the ranks (a collective on COMM_WORLD), the initializer's note, the pid."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    total = comm.allreduce(x, op=MPI.SUM)
+    return {
+        "x": x,
+        "size": comm.Get_size(),
+        "rank": comm.Get_rank(),
+        "total": total,
+        "init": list(INITIALIZED),
+        "pid": os.getpid(),
+    }
+
+
+class RankError(Exception):
+    pass
+
+
+def fail_on_rank(x, bad_rank=1):
+    from mpi4py import MPI
+
+    rank = MPI.COMM_WORLD.Get_rank()
+    if rank == bad_rank:
+        raise RankError("rank {} fails on {}".format(rank, x))
+    return rank
+
+
+def environment(*names):
+    """The named variables as the call sees them."""
+    return {name: os.environ.get(name) for name in names}
