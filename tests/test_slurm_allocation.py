@@ -54,15 +54,33 @@ DRIVER = textwrap.dedent(
         ).stdout
 
 
-    def where(x):
+    def together(x, meet, count=4, timeout=15):
+        # Wait until `count` jobs have started (or `timeout`); how many did.
+        open(os.path.join(meet, "started-{{:d}}".format(x)), "w").close()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            started = [n for n in os.listdir(meet) if n.startswith("started-")]
+            if len(started) >= count:
+                break
+            time.sleep(0.05)
+        return len(started)
+
+
+    def where(x, meet=None):
+        at_once = together(x, meet) if meet else None
         time.sleep(0.3)
         queue = subprocess.run(
             ["squeue", "--noheader", "--format=%i"], stdout=subprocess.PIPE, text=True, check=True
         ).stdout.split()
         return dict(
             square=x * x, job=os.environ.get("SLURM_JOB_ID"), step=os.environ.get("SLURM_STEP_ID"),
-            node=os.environ.get("SLURMD_NODENAME"), queue=queue,
+            node=os.environ.get("SLURMD_NODENAME"), queue=queue, at_once=at_once,
         )
+
+
+    def hold(x, meet):
+        open(os.path.join(meet, "running-{{:d}}".format(x)), "w").close()
+        time.sleep(120)
 
 
     write("pid", [os.getpid(), os.getpgid(0)])
@@ -70,7 +88,7 @@ DRIVER = textwrap.dedent(
         record = {{}}
         with allocation.Pool(job_name={name!r}) as pool:
             record["processes"] = pool._processes
-            record["map"] = pool.map(where, range(8), chunksize=1)
+            record["map"] = pool.starmap(where, [(x, meet) for x in range(8)], chunksize=1)
         # Six workers on four CPUs: two steps wait for a CPU.
         with allocation.Executor(max_workers=6, job_name={name!r}, verbose=True) as ex:
             futures = [ex.submit(where, i) for i in range(12)]
@@ -79,7 +97,7 @@ DRIVER = textwrap.dedent(
     else:
         pool = allocation.Pool(processes=4, job_name={name!r}, verbose=True)
         try:
-            pool.map(time.sleep, [120] * 4, chunksize=1)
+            pool.starmap(hold, [(x, meet) for x in range(4)], chunksize=1)
         except KeyboardInterrupt:
             # The moment the interrupt reaches the caller: what SLURM lists.
             write("steps", steps())
@@ -233,7 +251,8 @@ def test_pool_and_executor_run_as_steps_of_the_drivers_allocation_on_both_nodes(
     assert {r["job"] for r in results} == {str(a.job_id)}
     assert all(r["step"] is not None and r["step"].isdigit() for r in results)
     assert len({r["step"] for r in record["map"]}) == 4
-    # ... spread over both nodes ...
+    # ... four at once (each step took one CPU, not a node's all), spread over both nodes ...
+    assert [r["at_once"] for r in record["map"]][:4] == [4] * 4
     assert {r["node"] for r in record["map"]} == {"n1", "n2"}
     # ... and no job but the driver's was ever in the queue.
     assert all(r["queue"] == [str(a.job_id)] for r in results), [r["queue"] for r in results]
@@ -251,18 +270,19 @@ def test_pool_and_executor_run_as_steps_of_the_drivers_allocation_on_both_nodes(
     assert probe_id == a.job_id + 1
 
 
-def wait_for_four_running_steps(a):
-    assert wait_until(lambda: [s for _, s in a.steps()] == ["RUNNING"] * 4, timeout=60), (
-        a.steps(),
-        a.log(),
-    )
+def wait_for_four_running_jobs(a):
+    """Until four jobs run, each in a step of its own: a stop file no longer
+    ends the workers, only a cancel does."""
+    running = lambda: len(list(a.meet.glob("running-*"))) == 4  # noqa: E731
+    assert wait_until(running, timeout=60), a.log()
+    assert [s for _, s in a.steps()] == ["RUNNING"] * 4
     assert len(a.sruns()) == 4
 
 
 def test_ctrl_c_cancels_the_steps_before_the_caller_sees_it(allocation):
     a = allocation("interrupt")
     pid, pgid = a.read("pid")
-    wait_for_four_running_steps(a)
+    wait_for_four_running_jobs(a)
     os.killpg(pgid, signal.SIGINT)  # as a terminal does: the driver's whole group
     listed = a.read("steps")
     # Still in the driver's except block: no atexit, no reaper yet.
@@ -279,7 +299,7 @@ def test_ctrl_c_cancels_the_steps_before_the_caller_sees_it(allocation):
 def test_a_killed_drivers_steps_are_cancelled_by_the_reaper(allocation):
     a = allocation("kill")
     pid, _ = a.read("pid")
-    wait_for_four_running_steps(a)
+    wait_for_four_running_jobs(a)
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: a.steps() == [] and a.sruns() == [], timeout=20), (a.steps(), a.sruns())
     assert a.finish()
