@@ -19,7 +19,10 @@ Runs, in one process and on one SLURM cluster (issue 11):
     Executor, with the warm pool's ``apply_async``, on
     ``ProcessPoolExecutor(slots)`` and with ``multiprocessing.Pool(slots)``'s
     ``apply_async``; medians, and the ratio of medians to
-    ``ProcessPoolExecutor``.
+    ``ProcessPoolExecutor``;
+(d) one call on the warm Executor after its workers idled for
+    :data:`PAUSES` seconds: an idle worker looks for work less often the
+    longer it idles.
 
 Before measuring it waits for one trivial job, so that a just-started
 cluster's first scheduling pass is not counted. SLURM's workers of one
@@ -55,6 +58,10 @@ from map_overhead import (
 from warm_maps import bare_array_seconds, settled, unique_name, wait_until_gone
 
 BURST = 100
+#: (d) measures one call after the workers idled this many seconds: an
+#: idle worker looks for work less and less often (core/worker.py's
+#: POLL_MIN .. POLL_MAX).
+PAUSES = (0.25, 1.0, 4.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +69,11 @@ class Sizes:
     calls: int
     bursts: int
     cold_repeats: int
+    paused_calls: int
 
 
-FULL = Sizes(calls=101, bursts=21, cold_repeats=11)
-QUICK = Sizes(calls=11, bursts=3, cold_repeats=2)
+FULL = Sizes(calls=101, bursts=21, cold_repeats=11, paused_calls=11)
+QUICK = Sizes(calls=11, bursts=3, cold_repeats=2, paused_calls=2)
 
 
 def new_executor(max_workers, **kwargs):
@@ -85,12 +93,13 @@ def ratio_to(seconds, reference):
     return statistics.median(seconds) / statistics.median(reference)
 
 
-def latencies(call, repeats):
-    """Seconds of ``call(x)`` (it must return x), one after the other, after
-    one call left out (the workers' start)."""
+def latencies(call, repeats, pause=0.0):
+    """Seconds of ``call(x)`` (it must return x), one after the other,
+    ``pause`` seconds apart, after one call left out (the workers' start)."""
     assert call(-1) == -1
     out = []
     for i in range(repeats):
+        time.sleep(pause)
         seconds, value = timed(call, i)
         assert value == i
         out.append(seconds)
@@ -109,6 +118,11 @@ def burst_seconds(submit_all, wait_all, repeats):
         if i > 0:
             out.append(seconds)
     return out
+
+
+def executor_call(executor):
+    """One call, waited for: ``x -> executor.submit(trivial, x).result()``."""
+    return lambda x: executor.submit(trivial, x).result()
 
 
 def executor_burst(executor):
@@ -140,13 +154,16 @@ def leave_queue(closing, job_name):
 
 # ---------------------------------------------------------------- (a), (c)
 def measure_cluster_warm(slots, sizes):
-    """(single-call latencies, bursts) of a warm Executor and a warm pool."""
-    single, bursts = {}, {}
+    """(single-call latencies, bursts, calls after pauses) of a warm
+    Executor and a warm pool."""
+    single, bursts, paused = {}, {}, {}
     name = unique_name("ppp-exec")
     executor = new_executor(slots, job_name=name)
-    single["Executor.submit().result()"] = latencies(
-        lambda x: executor.submit(trivial, x).result(), sizes.calls)
+    call = executor_call(executor)
+    single["Executor.submit().result()"] = latencies(call, sizes.calls)
     bursts["Executor.submit"] = burst_seconds(*executor_burst(executor), sizes.bursts)
+    for pause in PAUSES:
+        paused["after {:g} s idle".format(pause)] = latencies(call, sizes.paused_calls, pause)
     leave_queue(executor.shutdown, name)
 
     name = unique_name("ppp-pool")
@@ -156,15 +173,14 @@ def measure_cluster_warm(slots, sizes):
     single["Pool.apply()"] = latencies(lambda x: pool.apply(trivial, (x,)), sizes.calls)
     bursts["Pool.apply_async"] = burst_seconds(*pool_burst(pool), sizes.bursts)
     leave_queue(lambda: (pool.close(), pool.join()), name)
-    return single, bursts
+    return single, bursts, paused
 
 
 def measure_stdlib(slots, sizes):
     """(single-call latencies, bursts) of the stdlib's pools on ``slots`` processes."""
     single, bursts = {}, {}
     with concurrent.futures.ProcessPoolExecutor(slots) as executor:
-        single["ProcessPoolExecutor"] = latencies(
-            lambda x: executor.submit(trivial, x).result(), sizes.calls)
+        single["ProcessPoolExecutor"] = latencies(executor_call(executor), sizes.calls)
         bursts["ProcessPoolExecutor"] = burst_seconds(*executor_burst(executor), sizes.bursts)
     with multiprocessing.Pool(slots) as mp:
         single["multiprocessing.Pool.apply()"] = latencies(
@@ -230,7 +246,7 @@ def main():
         slots = cluster_cpus()
         print(describe_cluster(slots))
         print()
-        single, bursts = measure_cluster_warm(slots, sizes)
+        single, bursts, paused = measure_cluster_warm(slots, sizes)
         stdlib_single, stdlib_bursts = measure_stdlib(slots, sizes)
         single.update(stdlib_single)
         bursts.update(stdlib_bursts)
@@ -241,6 +257,10 @@ def main():
         print_table(
             "(c) {:d} trivial submits, then a wait for all, warm workers:".format(BURST),
             bursts, "ProcessPoolExecutor", milliseconds)
+        paused["ProcessPoolExecutor, no pause"] = single["ProcessPoolExecutor"]
+        print_table(
+            "(d) one call on the warm Executor after its workers idled:",
+            paused, "ProcessPoolExecutor, no pause", milliseconds)
 
 
 if __name__ == "__main__":
