@@ -41,3 +41,13 @@ def fail_on_rank(x, bad_rank=1):
 def environment(*names):
     """The named variables as the call sees them."""
     return {name: os.environ.get(name) for name in names}
+
+
+def job_of(x):
+    """The scheduler's job of the worker that ran this call, and what it was given."""
+    return {
+        "x": x,
+        "job": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("JOB_ID"),
+        "mem": os.environ.get("SLURM_MEM_PER_NODE"),
+        "slots": os.environ.get("NSLOTS"),
+    }

@@ -78,6 +78,16 @@ DRIVER = textwrap.dedent(
         )
 
 
+    def on_ranks(x):
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        return dict(
+            size=comm.Get_size(), rank=comm.Get_rank(), total=comm.allreduce(x),
+            job=os.environ.get("SLURM_JOB_ID"), step=os.environ.get("SLURM_STEP_ID"),
+        )
+
+
     def hold(x, meet):
         open(os.path.join(meet, "running-{{:d}}".format(x)), "w").close()
         time.sleep(120)
@@ -93,6 +103,12 @@ DRIVER = textwrap.dedent(
         with allocation.Executor(max_workers=6, job_name={name!r}, verbose=True) as ex:
             futures = [ex.submit(where, i) for i in range(12)]
             record["executor"] = [f.result() for f in futures]
+        # A call on two MPI ranks: one step of two tasks (on CPUs the
+        # executor above no longer holds). On one node: PMIx's servers of
+        # two slurmds on one machine would share a folder in /tmp.
+        with allocation.Executor(max_workers=1, job_name={name!r}) as ex:
+            mpi = {{"cores": 2, "slurm_cmd_args": ["--mpi=pmix", "--nodes=1"]}}
+            record["mpi"] = ex.submit(on_ranks, 3, resource_dict=mpi).result()
         write("record", record)
     else:
         pool = allocation.Pool(processes=4, job_name={name!r}, verbose=True)
@@ -135,6 +151,8 @@ def worktree_env(cluster):
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     for key in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
         del env[key]
+    # Open MPI refuses to run as root without these (the MPI call's ranks).
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     return env
 
 
@@ -237,7 +255,7 @@ def allocation(two_nodes, tmp_path):
         a.clean_up()
 
 
-def test_pool_and_executor_run_as_steps_of_the_drivers_allocation_on_both_nodes(allocation, two_nodes):
+def test_pool_and_executor_run_as_steps_of_the_drivers_allocation_on_both_nodes(allocation, two_nodes, mpi):
     a = allocation("map")
     record = a.read("record")
     assert "driver exit status 0" in a.log() or wait_until(lambda: "driver exit status 0" in a.log(), 10), a.log()
@@ -256,6 +274,9 @@ def test_pool_and_executor_run_as_steps_of_the_drivers_allocation_on_both_nodes(
     assert {r["node"] for r in record["map"]} == {"n1", "n2"}
     # ... and no job but the driver's was ever in the queue.
     assert all(r["queue"] == [str(a.job_id)] for r in results), [r["queue"] for r in results]
+    # The MPI call ran on two ranks of one step of the same allocation.
+    assert [(r["rank"], r["size"], r["total"]) for r in record["mpi"]] == [(0, 2, 6), (1, 2, 6)]
+    assert {(r["job"], r["step"]) for r in record["mpi"]} == {(str(a.job_id), record["mpi"][0]["step"])}
     # Six workers on four CPUs: two steps were pending until CPUs were free.
     assert '"scheduler_state": "PENDING"' in a.log().replace('\\"', '"')
 

@@ -13,6 +13,7 @@ import pytest
 
 from pypoolparty import errors
 from pypoolparty.core.event_log import EventLog
+from pypoolparty.core.resources import Resources
 from pypoolparty.core.scheduler import SubmitRequest, WorkerState
 from pypoolparty.processes.adapter import DETACHED_SCRIPT, SCRIPT_FLAGS
 from pypoolparty.processes.detached import ProcessId
@@ -85,6 +86,24 @@ def test_the_worker_runs_under_srun_behind_the_detached_launcher(tmp_path):
     assert sched.submit(request, log()) == ["id"]
     assert started[0].worker_argv == sched.srun_argv("pp") + ["python", "-m", "pypoolparty.core.worker", "/pool"]
     assert started[0].num_workers == 2
+
+
+def test_a_call_on_mpi_ranks_is_one_step_of_that_many_tasks(tmp_path):
+    base = adapter({"mem-per-cpu": "1G"})
+    sched = base.with_resources(
+        Resources(cores=2, threads_per_core=2, launcher_args=("--mpi=pmix",), options=(("mem_per_cpu", "2G"),))
+    )
+    assert sched.allocation == "6" and base.resources == Resources()
+    started = []
+    sched.processes.submit = lambda request, log: started.append(request) or ["id"]
+    worker = ["python", "-m", "pypoolparty.core.worker", "/pool"]
+    sched.submit(SubmitRequest(1, 1, worker, "pp", str(tmp_path), "/", {}), log())
+    argv = started[0].worker_argv
+    assert argv[:5] == ["srun", "--jobid=6", "--ntasks=2", "--nodes=1-2", "--exact"]
+    assert "--cpus-per-task=2" in argv and "--mem-per-cpu=2G" in argv and "--mem-per-cpu=1G" not in argv
+    # the step's own srun starts the ranks: no second launcher inside it
+    assert argv[argv.index("--mpi=pmix") + 1:] == worker + ["--ranks", "2"]
+    assert sched.known_option("mem") and not sched.known_option("jobid")
 
 
 # ----------------------------------------------------------------------

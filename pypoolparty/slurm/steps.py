@@ -48,11 +48,12 @@ import typing
 from .. import errors
 from ..core.commands import RetryPolicy
 from ..core.event_log import EventLog
+from ..core.resources import Resources
 from ..core.scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus, checked_options
 from ..processes import detached
 from ..processes.adapter import ProcessScheduler
 from . import parsing
-from .adapter import TRANSIENT_PATTERNS, format_options
+from .adapter import SBATCH_OPTIONS, TRANSIENT_PATTERNS, format_options
 
 #: srun options the pool sets itself (the allocation, the step's shape, its output).
 RESERVED_OPTIONS = ("jobid", "ntasks", "n", "output", "o", "error", "e", "input", "i")
@@ -216,6 +217,31 @@ class StepScheduler(Scheduler):
         #: The step each worker was last seen in.
         self._steps: typing.Dict[str, Step] = {}
 
+    # ---------------------------------------------------------- resources
+    def known_option(self, key: str) -> bool:
+        key = key.replace("_", "-")
+        return key in SBATCH_OPTIONS and key not in RESERVED_OPTIONS
+
+    def with_resources(self, resources: Resources) -> "StepScheduler":
+        """A copy whose steps have ``resources.cores`` tasks (the MPI ranks,
+        which the step's srun starts), ``--cpus-per-task`` and
+        ``--gpus-per-task`` CPUs and GPUs, and the options."""
+        options = dict(self.srun_options)
+        if resources.threads_per_core > 1:
+            options["cpus-per-task"] = resources.threads_per_core
+        if resources.gpus_per_core > 0:
+            options["gpus-per-task"] = resources.gpus_per_core
+        options.update(check_options(resources.option_dict()))
+        copy = type(self)(
+            srun_options=options, commands=self.commands, policy=self.policy, environ=self.environ
+        )
+        copy.resources = resources
+        return copy
+
+    def mpi_launcher(self) -> typing.List[str]:
+        """None: the step's own srun starts the ranks."""
+        return []
+
     # ------------------------------------------------------------- limits
     def cpus_per_step(self) -> int:
         """CPUs of one worker's step (``cpus-per-task`` in the srun options, else 1)."""
@@ -251,9 +277,12 @@ class StepScheduler(Scheduler):
 
     def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
         """Start the workers' srun processes now; return their ids."""
-        steps = dataclasses.replace(
-            request, worker_argv=self.srun_argv(request.name) + list(request.worker_argv)
+        argv = (
+            self.srun_argv(request.name, self.resources.cores)
+            + list(self.resources.launcher_args)
+            + self.worker_command(request)
         )
+        steps = dataclasses.replace(request, worker_argv=argv)
         return self.processes.submit(steps, log)
 
     # ------------------------------------------------------------- states
