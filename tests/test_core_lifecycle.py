@@ -113,6 +113,22 @@ def test_close_right_after_apply_async_lets_the_workers_leave_at_once(tmp_path):
         assert pool.scheduler.worker_ids(*fake.ALIVE) == []
 
 
+def test_a_lone_call_to_idle_workers_does_not_wait_for_a_burst(tmp_path, monkeypatch):
+    # apply_async gathers calls made close together into one map, so that
+    # a burst costs one submission; with idle workers there is nothing to
+    # save, and a lone call must not wait for company.
+    from pypoolparty.core import applies
+
+    with fake.pool(2, work_dir=tmp_path / "pools", idle_timeout=30.0) as pool:
+        assert pool.map(square, range(4)) == [0, 1, 4, 9]  # the workers are up now
+        monkeypatch.setattr(applies, "QUIET_SECONDS", 30.0)
+        monkeypatch.setattr(applies, "MAX_WAIT_SECONDS", 60.0)
+        started = time.monotonic()
+        assert pool.apply(square, (5,)) == 25
+        assert time.monotonic() - started < 10.0
+        assert pool.scheduler.calls["submit"] == 1
+
+
 def test_maxtasksperchild_gives_each_task_a_new_worker(tmp_path):
     # polling_interval is long: replacements must not wait for polls.
     with fake.pool(2, work_dir=tmp_path, maxtasksperchild=1, polling_interval=30.0) as pool:

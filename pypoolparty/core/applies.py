@@ -4,7 +4,8 @@ map.
 
 Calls made in quick succession are gathered in an :class:`ApplyQueue` and
 run as one map (at most one submission) once no call came for
-:data:`QUIET_SECONDS` or the oldest waited :data:`MAX_WAIT_SECONDS`; job
+:data:`QUIET_SECONDS` (:data:`WARM_QUIET_SECONDS` when idle workers wait)
+or the oldest waited :data:`MAX_WAIT_SECONDS`; job
 ``i`` of that map is call ``i`` and has its own :class:`ApplyResult`.
 """
 from __future__ import annotations
@@ -20,6 +21,9 @@ from .results import Cancellable, Pair
 
 #: A burst ends when no call came for this long ...
 QUIET_SECONDS = 0.05
+#: ... or this long when idle workers wait for it (no submission to save:
+#: a lone call does not wait for company that costs nothing to miss) ...
+WARM_QUIET_SECONDS = 0.002
 #: ... or when its oldest call waited this long.
 MAX_WAIT_SECONDS = 0.5
 
@@ -93,13 +97,16 @@ class ApplyQueue:
             self._last = now
             self._calls.append(call)
 
-    def take(self, at_once: bool) -> typing.Optional[typing.List[PendingApply]]:
-        """The burst if it ended (or ``at_once``), None while it goes on."""
+    def take(self, at_once: bool, quiet: typing.Optional[float] = None) -> typing.Optional[typing.List[PendingApply]]:
+        """The burst if it ended (no call for ``quiet`` seconds, default
+        :data:`QUIET_SECONDS`, or ``at_once``), None while it goes on."""
+        if quiet is None:
+            quiet = QUIET_SECONDS
         with self._lock:
             now = time.monotonic()
             ended = (
                 at_once
-                or now - self._last >= QUIET_SECONDS
+                or now - self._last >= quiet
                 or now - self._first >= MAX_WAIT_SECONDS
             )
             if self._calls and not ended:

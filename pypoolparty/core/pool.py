@@ -272,7 +272,12 @@ class ClusterPool:
 
     def _flush_applies(self) -> bool:
         """Run the gathered apply_async calls as one map; True if some wait."""
-        calls = self._applies.take(at_once=self._state != RUN)
+        fleet = self._launcher.fleet_or_none
+        warm = fleet is not None and not self._supervisor.runs() and fleet.num_available() > 0
+        calls = self._applies.take(
+            at_once=self._state != RUN,
+            quiet=applies.WARM_QUIET_SECONDS if warm else None,
+        )
         if calls is None:
             return True
         calls = [c for c in calls or () if c.result.start()]
