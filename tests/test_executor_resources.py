@@ -130,3 +130,32 @@ def test_a_rank_that_raises_fails_the_call_with_its_exception(mpi_executor):
     assert "on MPI rank 1" in str(info.value.__cause__)
     ok = ex.submit(mpi_jobs.fail_on_rank, 8, 5, resource_dict={"cores": 3, "openmpi_oversubscribe": True})
     assert ok.result(timeout=30) == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- store
+
+
+def test_a_store_serves_an_executors_calls_again_without_a_submission(fake_executor, tmp_path):
+    store = str(tmp_path / "store")
+    first = fake_executor(cache_dir=store)
+    assert [f.result(timeout=30) for f in [first.submit(square, x) for x in range(3)]] == [0, 1, 4]
+    again = fake_executor(cache_dir=store)
+    assert [f.result(timeout=30) for f in [again.submit(square, x) for x in range(4)]] == [0, 1, 4, 9]
+    # only the new call ran: one submission for it, none for the stored ones
+    assert again._pool.scheduler.calls["submit"] == 1
+    assert len(again._pool.scheduler.calls_of("submit")[0].worker_ids) == 1
+
+
+def test_a_call_on_mpi_ranks_is_stored_apart_from_the_same_call_on_one(mpi_executor, tmp_path):
+    store = str(tmp_path / "store")
+    size = "OMPI_COMM_WORLD_SIZE"
+    ex = mpi_executor(1, cache_dir=store)
+    on_two = ex.submit(mpi_jobs.environment, size, resource_dict={"cores": 2}).result(timeout=30)
+    alone = ex.submit(mpi_jobs.environment, size).result(timeout=30)
+    assert on_two == [{size: "2"}, {size: "2"}] and alone == {size: None}
+    ex.shutdown(wait=True)
+    again = mpi_executor(1, cache_dir=store)
+    assert again.submit(mpi_jobs.environment, size, resource_dict={"cores": 2}).result(timeout=30) == on_two
+    assert again.submit(mpi_jobs.environment, size).result(timeout=30) == alone
+    # both from the store: no pool of the new executor started a worker
+    assert [p._launcher.fleet_or_none for p in again._pools.all()] == [None, None]

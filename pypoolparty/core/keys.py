@@ -10,14 +10,18 @@ from . import fingerprint, inputs
 from .calling import CallSpec, CallStyle
 
 
-def call_keys(spec: CallSpec, jobs: list) -> typing.List[typing.Tuple[str, str, typing.Dict[str, typing.List[int]]]]:
+def call_keys(
+    spec: CallSpec, jobs: list, ranks: int = 1
+) -> typing.List[typing.Tuple[str, str, typing.Dict[str, typing.List[int]]]]:
     """The call's jobs by shelf: ``(code fingerprint, name, {key: positions})``.
 
     A job's key covers its function's code (:mod:`.fingerprint`) and the
     digest of the call's ``(args, kwargs)`` (their pickle, sets ordered and
     functions by their code): ``map(f, [x])``,
     ``starmap(f, [(x,)])`` and ``apply(f, (x,))`` make the same call and
-    share its result. Each function has its shelf.
+    share its result. Each function has its shelf. A function run on
+    ``ranks`` > 1 MPI ranks returns another thing (the ranks' values): it
+    has a shelf and keys of its own for each number of ranks.
 
     Raises NotPicklableError like a map without a store would.
     """
@@ -32,8 +36,12 @@ def call_keys(spec: CallSpec, jobs: list) -> typing.List[typing.Tuple[str, str, 
         else:
             index, args, kwds = 0, (job,), {}
         if index not in codes:
-            codes[index] = _code_of(spec.funcs[index])
-            names[codes[index]] = _name_of(spec.funcs[index])
+            code, name = _code_of(spec.funcs[index]), _name_of(spec.funcs[index])
+            if ranks > 1:
+                code = fingerprint.job_key(code, "on {:d} MPI ranks".format(ranks).encode())
+                name += " on {:d} MPI ranks".format(ranks)
+            codes[index] = code
+            names[code] = name
         try:
             # f(a=1, b=2) is f(b=2, a=1): keyword order is not the call's.
             call = fingerprint.value_digest((tuple(args), sorted(kwds.items())))

@@ -146,7 +146,7 @@ class Launcher:
         if self.store is None:
             self.start_map(spec, jobs, chunksize, sink)
             return
-        groups = keys.call_keys(spec, jobs)
+        groups = keys.call_keys(spec, jobs, self.scheduler.resources.cores)
         assembly = stored_call.Assembly(sink, len(jobs))
         for code, name, wanted in groups:
             shelf = self.store.shelf(code, name)
