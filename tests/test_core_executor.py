@@ -1,7 +1,7 @@
 """
 The ``concurrent.futures.Executor`` surface on the core, on the fake
-scheduler and on the processes pool, next to the stdlib's
-``ProcessPoolExecutor`` where they must agree.
+scheduler, on the processes pool and in ``pypoolparty.local.Executor``,
+next to the stdlib's ``ProcessPoolExecutor`` where they must agree.
 """
 import concurrent.futures
 import functools
@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import pypoolparty.local
 import pypoolparty.processes
 from fake_jobs import Gate, counted, fail_on, runs_of, slow_square, square, wait_until
 from pypoolparty import errors
@@ -18,7 +19,7 @@ from pypoolparty.testing import fake
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=["fake", "processes", "stdlib"])
+@pytest.fixture(params=["fake", "processes", "local", "stdlib"])
 def executor(request, tmp_path):
     """An executor of each kind; the stdlib's is the reference."""
     made = []
@@ -26,6 +27,8 @@ def executor(request, tmp_path):
     def make(max_workers=2):
         if request.param == "stdlib":
             ex = concurrent.futures.ProcessPoolExecutor(max_workers)
+        elif request.param == "local":
+            ex = pypoolparty.local.Executor(max_workers)
         elif request.param == "processes":
             ex = pypoolparty.processes.Executor(max_workers, work_dir=str(tmp_path))
         else:

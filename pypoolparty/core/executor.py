@@ -9,14 +9,22 @@ until then; it runs from then on. The job's own exception is set on its
 future, the remote traceback as its ``__cause__``; a call whose workers
 kept dying gets :class:`~pypoolparty.errors.JobsLostError`, a
 :class:`concurrent.futures.BrokenExecutor`.
+
+Futures among a call's arguments are waited for (:mod:`.future_args`): the
+call goes to the pool once they are done, with their results in their
+place. ``map(..., chunksize=n)`` runs n calls as one job
+(:mod:`.chunked_map`).
 """
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import inspect
 import threading
 import typing
 
-from . import applies
+from . import applies, chunked_map
+from .future_args import Dependents
 from .pool import ClusterPool
 
 
@@ -31,20 +39,35 @@ class ClusterExecutor(concurrent.futures.Executor):
 
     def __init__(self, pool: ClusterPool):
         self._pool = pool
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._shutdown = False
         self._pending: "set[concurrent.futures.Future]" = set()
+        self._dependents = Dependents()
 
     @property
     def _max_workers(self) -> int:
         return self._pool._processes
 
     def submit(self, fn: typing.Callable, /, *args, **kwargs) -> concurrent.futures.Future:
-        """Run ``fn(*args, **kwargs)`` on the cluster; its Future at once."""
+        """Run ``fn(*args, **kwargs)`` on the cluster; its Future at once.
+
+        Futures among the arguments (also in lists, tuples, sets and dict
+        values) are waited for without blocking, and replaced by their
+        results; see :mod:`pypoolparty.core.future_args`.
+        """
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            future: concurrent.futures.Future = concurrent.futures.Future()
+            return self._dependents.submit(args, kwargs, functools.partial(self._hand_off, fn))
+
+    def _hand_off(
+        self, fn: typing.Callable, args: tuple, kwargs: dict, future: typing.Optional[concurrent.futures.Future]
+    ) -> concurrent.futures.Future:
+        """Give the call to the pool; ``future`` (a new one if None) is
+        pending until the pool hands the call to a map."""
+        if future is None:
+            future = concurrent.futures.Future()
+        with self._lock:
             self._pending.add(future)
 
         def starting() -> bool:
@@ -60,18 +83,45 @@ class ClusterExecutor(concurrent.futures.Executor):
         self._pool._apply_async(fn, args, kwargs, result)
         return future
 
+    def map(self, fn: typing.Callable, *iterables, timeout: typing.Optional[float] = None, chunksize: int = 1):
+        """``map(fn, *iterables)`` on the cluster, results in order, lazily.
+
+        ``chunksize`` calls run as one job, on one worker, as in the
+        stdlib's ``ProcessPoolExecutor`` (see :mod:`.chunked_map`).
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        results = super().map(
+            functools.partial(chunked_map.run_chunk, fn),
+            chunked_map.chunks(iterables, chunksize),
+            timeout=timeout,
+        )
+        return chunked_map.flattened(results)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new calls; ``cancel_futures`` cancels those not yet running;
-        ``wait`` waits for the others and for the workers to leave."""
+        ``wait`` waits for the others and for the workers to leave.
+
+        Calls still waiting for futures among their arguments run (unless
+        cancelled): the pool is closed once none waits any more.
+        """
         with self._lock:
             self._shutdown = True
+        if cancel_futures:
+            self._dependents.cancel_all()
+        with self._lock:
             pending, self._pending = list(self._pending), set()
         if cancel_futures:
             for future in pending:
                 future.cancel()
-        self._pool.close()
         if wait:
+            self._dependents.wait_idle()
+            self._pool.close()
             self._pool.join()
+        else:
+            self._dependents.when_idle(self._pool.close)
 
 
 def executor_class(pool_class: type, where: str) -> type:
@@ -93,6 +143,22 @@ def executor_class(pool_class: type, where: str) -> type:
         def __init__(self, max_workers: typing.Optional[int] = None, **options):
             super().__init__(pool_class(max_workers, **options))
 
+    Executor.__init__.__signature__ = _signature_over(pool_class)
     Executor.__module__ = pool_class.__module__.rsplit(".", 1)[0]
     Executor.__qualname__ = "Executor"
     return Executor
+
+
+def _signature_over(pool_class: type) -> inspect.Signature:
+    """``(self, max_workers=None, *, <the pool's other parameters>)``: what
+    ``Executor.__init__`` takes, for ``help()`` and for ``pypoolparty.Executor()``,
+    which keeps only the options the chosen executor takes."""
+    self, processes, *others = inspect.signature(pool_class.__init__).parameters.values()
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    rest = [
+        p if p.kind in (keyword, p.VAR_KEYWORD) else p.replace(kind=keyword)
+        for p in others
+        if p.kind != p.VAR_POSITIONAL
+    ]
+    max_workers = processes.replace(name="max_workers", annotation=typing.Optional[int], default=None)
+    return inspect.Signature([self, max_workers] + rest)
