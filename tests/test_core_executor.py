@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-import pypoolparty.local
-import pypoolparty.processes
+from executor_kinds import KINDS, executor_fixture
 from fake_jobs import Gate, counted, fail_on, runs_of, slow_square, square, wait_until
 from pypoolparty import errors
 from pypoolparty.core.executor import ClusterExecutor
@@ -19,33 +18,8 @@ from pypoolparty.testing import fake
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=["fake", "processes", "local", "stdlib"])
-def executor(request, tmp_path):
-    """An executor of each kind; the stdlib's is the reference."""
-    made = []
-
-    def make(max_workers=2):
-        if request.param == "stdlib":
-            ex = concurrent.futures.ProcessPoolExecutor(max_workers)
-        elif request.param == "local":
-            ex = pypoolparty.local.Executor(max_workers)
-        elif request.param == "processes":
-            ex = pypoolparty.processes.Executor(max_workers, work_dir=str(tmp_path))
-        else:
-            pool = fake.ClusterPool(
-                max_workers, scheduler=fake.FakeScheduler(), work_dir=str(tmp_path), polling_interval=0.05
-            )
-            ex = ClusterExecutor(pool)
-        made.append(ex)
-        return ex
-
-    make.kind = request.param
-    yield make
-    for ex in made:
-        ex.shutdown(wait=True, cancel_futures=True)
-        pool = getattr(ex, "_pool", None)
-        if pool is not None and hasattr(pool.scheduler, "shutdown"):
-            pool.scheduler.shutdown()
+#: An executor of each kind; the stdlib's is the reference.
+executor = executor_fixture(KINDS)
 
 
 def test_submit_result_exception_and_as_completed(executor):

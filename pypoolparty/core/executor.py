@@ -42,6 +42,7 @@ class ClusterExecutor(concurrent.futures.Executor):
         self._lock = threading.RLock()
         self._shutdown = False
         self._pending: "set[concurrent.futures.Future]" = set()
+        self._unfinished: "set[concurrent.futures.Future]" = set()  # handed to the pool
         self._dependents = Dependents()
 
     @property
@@ -69,6 +70,8 @@ class ClusterExecutor(concurrent.futures.Executor):
             future = concurrent.futures.Future()
         with self._lock:
             self._pending.add(future)
+            self._unfinished.add(future)
+        future.add_done_callback(self._finished)
 
         def starting() -> bool:
             with self._lock:
@@ -82,6 +85,10 @@ class ClusterExecutor(concurrent.futures.Executor):
         result = applies.ApplyResult(future.set_result, failed, starting=starting)
         self._pool._apply_async(fn, args, kwargs, result)
         return future
+
+    def _finished(self, future: concurrent.futures.Future) -> None:
+        with self._lock:
+            self._unfinished.discard(future)
 
     def map(self, fn: typing.Callable, *iterables, timeout: typing.Optional[float] = None, chunksize: int = 1):
         """``map(fn, *iterables)`` on the cluster, results in order, lazily.
@@ -118,6 +125,11 @@ class ClusterExecutor(concurrent.futures.Executor):
                 future.cancel()
         if wait:
             self._dependents.wait_idle()
+            with self._lock:
+                unfinished = list(self._unfinished)
+            # Their maps have made the pool's folder by the time they end,
+            # so that close() can tell the idle workers there to leave.
+            concurrent.futures.wait(unfinished)
             self._pool.close()
             self._pool.join()
         else:
