@@ -153,7 +153,7 @@ def test_futures_in_finds_each_future_once_in_argument_order():
 def test_substituted_copies_only_containers_that_held_a_future():
     a = concurrent.futures.Future()
     a.set_result(7)
-    plain = [1, 2]
-    args, kwargs = future_args.substituted((plain, [a, plain]), {"k": (a,)})
-    assert args == ([1, 2], [7, [1, 2]]) and kwargs == {"k": (7,)}
-    assert args[0] is plain and args[1][1] is plain
+    plain, table = [1, 2], {"n": (3,)}
+    args, kwargs = future_args.substituted((plain, [a, plain]), {"k": (a,), "t": table})
+    assert args == ([1, 2], [7, [1, 2]]) and kwargs == {"k": (7,), "t": {"n": (3,)}}
+    assert args[0] is plain and args[1][1] is plain and kwargs["t"] is table
