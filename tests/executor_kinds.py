@@ -21,7 +21,8 @@ OURS = [k for k in KINDS if k != "stdlib"]
 
 
 def make_executor(kind: str, work_dir, max_workers: int = 2, **options):
-    """An executor of ``kind`` (the fake scheduler polls every 50 ms)."""
+    """An executor of ``kind`` (the fake scheduler polls every 50 ms);
+    ``options`` go to the core's pools (fake and processes) only."""
     if kind == "stdlib":
         return concurrent.futures.ProcessPoolExecutor(max_workers)
     if kind == "local":
