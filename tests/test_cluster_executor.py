@@ -51,3 +51,15 @@ def test_a_burst_of_calls_is_one_submission_and_shutdown_leaves_nothing(executor
         ex.submit(jobs.square, 1)
     assert concurrent.futures.wait(futures, timeout=1).not_done == set()
     assert os.path.isdir(str(tmp_path / "wd"))
+
+
+@pytest.mark.cluster
+@pytest.mark.slurm
+def test_a_call_on_slurm_takes_another_calls_result(slurm, tmp_path):
+    """A chain a -> b: b waits on the driver, then runs in a SLURM job with a's result."""
+    cls, options = EXECUTORS["slurm"]
+    with cls(2, work_dir=str(tmp_path / "wd"), polling_interval=1.0, **options) as ex:
+        a = ex.submit(jobs.square, 7)
+        b = ex.submit(lambda x: (x + 1, os.environ.get("SLURM_JOB_ID")), a)
+        value, job_id = b.result(timeout=120)
+    assert value == 50 and job_id
