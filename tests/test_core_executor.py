@@ -98,3 +98,22 @@ def test_a_worker_that_died_breaks_its_futures_as_the_stdlib_does(tmp_path):
         with pytest.raises(concurrent.futures.BrokenExecutor) as info:
             future.result(timeout=30)
         assert isinstance(info.value, errors.JobsLostError)
+
+
+def test_the_local_executor_carries_lambdas_and_refuses_resources_for_now():
+    """Functions and the initializer travel with cloudpickle, as in local.Pool;
+    ``resource_dict=None`` is accepted, a resource dict is not (yet). The
+    spawned process receives the initializer pickled (a forked one would not)."""
+    import multiprocessing
+
+    import pypoolparty.local
+
+    offset = 10
+    spawn = multiprocessing.get_context("spawn")
+    with pypoolparty.local.Executor(1, spawn, initializer=lambda: None) as ex:
+        assert ex.submit(lambda x: x + offset, 1, resource_dict=None).result(timeout=30) == 11
+        assert list(ex.map(lambda x: -x, [1, 2], chunksize=2)) == [-1, -2]
+        with pytest.raises(NotImplementedError, match="resource_dict"):
+            ex.submit(square, 2, resource_dict={"cores": 2})
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(square, 1)

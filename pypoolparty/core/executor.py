@@ -39,6 +39,8 @@ class ClusterExecutor(concurrent.futures.Executor):
 
     def __init__(self, pool: ClusterPool):
         self._pool = pool
+        # Reentrant: submit holds it when a dependency that is already done
+        # hands the call to the pool in the same thread.
         self._lock = threading.RLock()
         self._shutdown = False
         self._pending: "set[concurrent.futures.Future]" = set()
