@@ -23,8 +23,12 @@ _DECORATORS = (
 )
 
 
+#: The auto choice, from :mod:`pypoolparty.auto`.
+_AUTO = ("Pool", "Executor", "which_scheduler")
+
+
 def __getattr__(name):
-    if name in ("Pool", "which_scheduler"):
+    if name in _AUTO:
         return getattr(importlib.import_module(".auto", __name__), name)
     if name in _DECORATORS:
         return getattr(importlib.import_module(".runs", __name__), name)
@@ -34,4 +38,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_SUBMODULES) + list(_DECORATORS) + ["Pool", "which_scheduler"])
+    return sorted(list(globals()) + list(_SUBMODULES) + list(_DECORATORS) + list(_AUTO))

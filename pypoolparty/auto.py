@@ -1,9 +1,11 @@
 """
-``pypoolparty.Pool()``: the pool for wherever the code runs.
+``pypoolparty.Pool()`` and ``pypoolparty.Executor()``: the pool and the
+executor for wherever the code runs.
 
 SLURM's array pool where ``sbatch`` can reach a controller, the Grid Engine
 pool where ``qsub`` can reach a qmaster, else the local pool on this
-machine's cores. ``PYPOOLPARTY_SCHEDULER=slurm|sge|local`` forces a choice.
+machine's cores; the executors alike. ``PYPOOLPARTY_SCHEDULER=slurm|sge|local``
+forces a choice.
 """
 from __future__ import annotations
 
@@ -25,6 +27,13 @@ CHOICES = {
     "slurm": ("pypoolparty.slurm.array", ["scontrol", "ping"]),
     "sge": ("pypoolparty.sun_grid_engine", ["qstat"]),
     "local": ("pypoolparty.local", None),
+}
+
+#: Choice -> the module of its Executor.
+EXECUTORS = {
+    "slurm": "pypoolparty.slurm",
+    "sge": "pypoolparty.sun_grid_engine",
+    "local": "pypoolparty.local",
 }
 
 logger = logging.getLogger("pypoolparty")
@@ -95,12 +104,40 @@ def Pool(
     """
     name = which_scheduler()
     cls = importlib.import_module(CHOICES[name][0]).Pool
+    return cls(processes, initializer, initargs, maxtasksperchild, **_accepted(name, cls, "Pool", options))
+
+
+def Executor(max_workers: typing.Optional[int] = None, **options):
+    """An executor on the scheduler this machine reaches, else on its own
+    cores; chosen as :func:`Pool` chooses.
+
+    Parameters
+    ----------
+    max_workers : int or None
+        At most this many workers at once.
+    **options
+        Keyword arguments of the chosen executor (e.g. ``sbatch_options``);
+        those it does not take are left out and logged.
+
+    Returns
+    -------
+    pypoolparty.slurm.Executor, pypoolparty.sun_grid_engine.Executor or pypoolparty.local.Executor
+    """
+    name = which_scheduler()
+    cls = importlib.import_module(EXECUTORS[name]).Executor
+    return cls(max_workers, **_accepted(name, cls, "Executor", options))
+
+
+def _accepted(name: str, cls: type, face: str, options: dict) -> dict:
+    """The ``options`` that ``cls`` takes; the others are logged."""
     accepted = inspect.signature(cls.__init__).parameters
     kept = {k: v for k, v in options.items() if k in accepted}
     dropped = sorted(set(options) - set(kept))
     logger.info(
-        "pypoolparty.Pool: using the %s pool%s",
+        "pypoolparty.%s: using the %s %s%s",
+        face,
         name,
+        face.lower(),
         "; ignoring {:s}".format(", ".join(dropped)) if dropped else "",
     )
-    return cls(processes, initializer, initargs, maxtasksperchild, **kept)
+    return kept

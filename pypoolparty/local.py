@@ -11,6 +11,9 @@ the stdlib.
 With ``cache_dir=`` it keeps results in the same persistent store as the
 cluster pools, under the same keys (:mod:`.local_store`): a store filled on
 a laptop serves the cluster, and the other way round.
+
+``pypoolparty.local.Executor`` is the stdlib's ``ProcessPoolExecutor`` with
+the same reach (:mod:`.local_executor`).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from . import errors
 from .core import inputs
 from .core.async_result import AsyncResult
 
-__all__ = ["Pool"]
+__all__ = ["Pool"]  # and Executor, imported on first use
 
 _loaded: typing.Dict[bytes, typing.Callable] = {}
 
@@ -38,8 +41,9 @@ def _load(blob: bytes) -> typing.Callable:
     return func
 
 
-class _Carried:
-    """A picklable callable that carries a function as cloudpickle bytes."""
+class Carried:
+    """A picklable callable that carries a function as cloudpickle bytes
+    (so that the stdlib's pools and executors take what cloudpickle takes)."""
 
     __slots__ = ("blob",)
 
@@ -100,7 +104,7 @@ class Pool(multiprocessing.pool.Pool):
         cache_dir: typing.Optional[str] = None,
     ):
         if initializer is not None and callable(initializer):
-            initializer = _Carried(initializer)
+            initializer = Carried(initializer)
         self._stored = None  # the LocalStore, with a cache_dir
         super().__init__(processes, initializer, initargs, maxtasksperchild, context)
         if cache_dir is not None:
@@ -116,7 +120,7 @@ class Pool(multiprocessing.pool.Pool):
         """Call the stdlib's ``method`` with ``func`` carried; a ``func``
         that cannot be pickled gives a failed result, as in the stdlib."""
         try:
-            carried = _Carried(func)
+            carried = Carried(func)
         except errors.NotPicklableError as exc:
             self._check_running()
             return _failed(exc, error_callback)
@@ -138,7 +142,7 @@ class Pool(multiprocessing.pool.Pool):
         be pickled, the store cannot be read) gives a failed result."""
         self._check_running()
         try:
-            return start(self, _Carried(func), func, *args, error_callback=error_callback)
+            return start(self, Carried(func), func, *args, error_callback=error_callback)
         except (errors.NotPicklableError, errors.StoreError, OSError) as exc:
             return _failed(exc, error_callback)
 
@@ -151,7 +155,7 @@ class Pool(multiprocessing.pool.Pool):
 
     def _stored_imap(self, func, iterable, chunksize, ordered):
         self._check_running()
-        carried = _Carried(func)
+        carried = Carried(func)
         jobs, stop = inputs.read_jobs(iterable)
         return self._stored.imap(self, carried, func, jobs, stop, chunksize, ordered)
 
@@ -182,22 +186,22 @@ class Pool(multiprocessing.pool.Pool):
     def map(self, func, iterable, chunksize=None):
         if self._takes(chunksize):
             return self._stored_map(func, iterable, chunksize, False).get()
-        return super().map(_Carried(func), iterable, chunksize)
+        return super().map(Carried(func), iterable, chunksize)
 
     def starmap(self, func, iterable, chunksize=None):
         if self._takes(chunksize):
             return self._stored_map(func, iterable, chunksize, True).get()
-        return super().starmap(_Carried(func), iterable, chunksize)
+        return super().starmap(Carried(func), iterable, chunksize)
 
     def imap(self, func, iterable, chunksize=1):
         if self._takes(chunksize, none_is_default=False):
             return self._stored_imap(func, iterable, chunksize, ordered=True)
-        return super().imap(_Carried(func), iterable, chunksize)
+        return super().imap(Carried(func), iterable, chunksize)
 
     def imap_unordered(self, func, iterable, chunksize=1):
         if self._takes(chunksize, none_is_default=False):
             return self._stored_imap(func, iterable, chunksize, ordered=False)
-        return super().imap_unordered(_Carried(func), iterable, chunksize)
+        return super().imap_unordered(Carried(func), iterable, chunksize)
 
     def terminate(self):
         super().terminate()
@@ -208,3 +212,11 @@ class Pool(multiprocessing.pool.Pool):
         super().join()
         if self._stored is not None:
             self._stored.records.shut()
+
+
+def __getattr__(name):
+    if name == "Executor":  # imported on first use: the pool does not need it
+        from .local_executor import Executor
+
+        return Executor
+    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))

@@ -76,3 +76,30 @@ def test_unknown_forced_choice(monkeypatch):
     monkeypatch.setenv("PYPOOLPARTY_SCHEDULER", "pbs")
     with pytest.raises(ValueError, match="slurm, sge, local"):
         pypoolparty.which_scheduler()
+
+
+@pytest.mark.parametrize(
+    "name,cls,ignored",
+    [
+        ("local", pypoolparty.local.Executor, "sbatch_options"),
+        ("slurm", pypoolparty.slurm.Executor, "max_tasks_per_child"),
+        ("sge", pypoolparty.sun_grid_engine.Executor, "max_tasks_per_child, sbatch_options"),
+    ],
+)
+def test_the_executor_is_chosen_as_the_pool_is(monkeypatch, caplog, name, cls, ignored):
+    monkeypatch.setenv("PYPOOLPARTY_SCHEDULER", name)
+    with caplog.at_level(logging.INFO, logger="pypoolparty"):
+        ex = pypoolparty.Executor(1, sbatch_options={"time": "1"}, max_tasks_per_child=None)
+    ex.shutdown(wait=True)
+    assert isinstance(ex, cls)
+    assert "using the {:s} executor; ignoring {:s}".format(name, ignored) in caplog.text
+
+
+def test_the_local_executor_where_no_scheduler_answers(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYPOOLPARTY_SCHEDULER", raising=False)
+    no_slurm_controller(tmp_path, monkeypatch)
+    monkeypatch.setenv("SGE_ROOT", str(tmp_path / "no-grid-engine"))
+    with pypoolparty.Executor(2) as ex:
+        assert isinstance(ex, pypoolparty.local.Executor)
+        doubled = ex.submit(lambda x: x * 2, 21)
+        assert ex.submit(lambda x: x + 1, doubled).result(timeout=30) == 43

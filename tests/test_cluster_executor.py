@@ -89,3 +89,15 @@ def test_each_set_of_resources_has_its_own_array_and_mpi_calls_run_on_ranks(
     # the MPI call: two ranks of one job, a collective over COMM_WORLD
     assert [(r["rank"], r["size"], r["total"]) for r in ranks] == [(0, 2, 10), (1, 2, 10)]
     assert len(ex._pools.all()) == 3
+
+
+@pytest.mark.cluster
+@pytest.mark.slurm
+def test_a_call_on_slurm_takes_another_calls_result(slurm, tmp_path):
+    """A chain a -> b: b waits on the driver, then runs in a SLURM job with a's result."""
+    cls, options = EXECUTORS["slurm"]
+    with cls(2, work_dir=str(tmp_path / "wd"), polling_interval=1.0, **options) as ex:
+        a = ex.submit(jobs.square, 7)
+        b = ex.submit(lambda x: (x + 1, os.environ.get("SLURM_JOB_ID")), a)
+        value, job_id = b.result(timeout=120)
+    assert value == 50 and job_id

@@ -1,7 +1,7 @@
 """
 The ``concurrent.futures.Executor`` surface on the core, on the fake
-scheduler and on the processes pool, next to the stdlib's
-``ProcessPoolExecutor`` where they must agree.
+scheduler, on the processes pool and in ``pypoolparty.local.Executor``,
+next to the stdlib's ``ProcessPoolExecutor`` where they must agree.
 """
 import concurrent.futures
 import functools
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-import pypoolparty.processes
+from executor_kinds import KINDS, executor_fixture
 from fake_jobs import Gate, counted, fail_on, runs_of, slow_square, square, wait_until
 from pypoolparty import errors
 from pypoolparty.core.executor import ClusterExecutor
@@ -18,31 +18,8 @@ from pypoolparty.testing import fake
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture(params=["fake", "processes", "stdlib"])
-def executor(request, tmp_path):
-    """An executor of each kind; the stdlib's is the reference."""
-    made = []
-
-    def make(max_workers=2):
-        if request.param == "stdlib":
-            ex = concurrent.futures.ProcessPoolExecutor(max_workers)
-        elif request.param == "processes":
-            ex = pypoolparty.processes.Executor(max_workers, work_dir=str(tmp_path))
-        else:
-            pool = fake.ClusterPool(
-                max_workers, scheduler=fake.FakeScheduler(), work_dir=str(tmp_path), polling_interval=0.05
-            )
-            ex = ClusterExecutor(pool)
-        made.append(ex)
-        return ex
-
-    make.kind = request.param
-    yield make
-    for ex in made:
-        ex.shutdown(wait=True, cancel_futures=True)
-        pool = getattr(ex, "_pool", None)
-        if pool is not None and hasattr(pool.scheduler, "shutdown"):
-            pool.scheduler.shutdown()
+#: An executor of each kind; the stdlib's is the reference.
+executor = executor_fixture(KINDS)
 
 
 def test_submit_result_exception_and_as_completed(executor):
@@ -121,3 +98,25 @@ def test_a_worker_that_died_breaks_its_futures_as_the_stdlib_does(tmp_path):
         with pytest.raises(concurrent.futures.BrokenExecutor) as info:
             future.result(timeout=30)
         assert isinstance(info.value, errors.JobsLostError)
+
+
+def test_the_local_executor_carries_lambdas_and_checks_resources():
+    """Functions and the initializer travel with cloudpickle, as in local.Pool;
+    a cluster's resource_dict is accepted, a misspelt key is not. The
+    spawned process receives the initializer pickled (a forked one would not)."""
+    import multiprocessing
+
+    import pypoolparty.local
+
+    offset = 10
+    spawn = multiprocessing.get_context("spawn")
+    with pypoolparty.local.Executor(1, spawn, initializer=lambda: None) as ex:
+        assert ex.submit(lambda x: x + offset, 1, resource_dict=None).result(timeout=30) == 11
+        assert list(ex.map(lambda x: -x, [1, 2], chunksize=2)) == [-1, -2]
+        cluster = {"mem": "2G", "partition": "short", "l": "h_rt=60", "threads_per_core": 2}
+        assert ex.submit(square, 3, resource_dict=cluster).result(timeout=30) == 9
+        with pytest.raises(ValueError, match="'memory'"):
+            ex.submit(square, 2, resource_dict={"memory": "2G"})
+        assert ex._elsewhere is None  # those ran in the stdlib's processes
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(square, 1)

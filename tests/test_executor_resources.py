@@ -159,3 +159,22 @@ def test_a_call_on_mpi_ranks_is_stored_apart_from_the_same_call_on_one(mpi_execu
     assert again.submit(mpi_jobs.environment, size).result(timeout=30) == alone
     # both from the store: no pool of the new executor started a worker
     assert [p._launcher.fleet_or_none for p in again._pools.all()] == [None, None]
+
+
+def test_the_local_executor_runs_mpi_calls_and_other_directories_on_processes(mpi, tmp_path, monkeypatch):
+    import pypoolparty.local
+
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with pypoolparty.local.Executor(2) as ex:
+        ranks = ex.submit(mpi_jobs.ranks, 2, resource_dict={"cores": 2}).result(timeout=60)
+        assert [(r["rank"], r["size"], r["total"]) for r in ranks] == [(0, 2, 4), (1, 2, 4)]
+        there = ex.submit(os.getcwd, resource_dict={"cwd": str(elsewhere)})
+        first = ex.submit(mpi_jobs.ranks, 1, resource_dict={"cores": 2})
+        chained = ex.submit(len, first)  # a future as argument, across the two
+        assert there.result(timeout=60) == str(elsewhere)
+        assert chained.result(timeout=60) == 2
+        assert ex.submit(os.getcwd).result(timeout=60) == str(tmp_path)
+        assert ex._elsewhere is not None
+    assert ex._elsewhere._pool._state != "RUN"

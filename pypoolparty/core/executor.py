@@ -9,14 +9,22 @@ until then; it runs from then on. The job's own exception is set on its
 future, the remote traceback as its ``__cause__``; a call whose workers
 kept dying gets :class:`~pypoolparty.errors.JobsLostError`, a
 :class:`concurrent.futures.BrokenExecutor`.
+
+Futures among a call's arguments are waited for (:mod:`.future_args`): the
+call goes to the pool once they are done, with their results in their
+place. ``map(..., chunksize=n)`` runs n calls as one job
+(:mod:`.chunked_map`).
 """
 from __future__ import annotations
 
 import concurrent.futures
+import functools
+import inspect
 import threading
 import typing
 
-from . import applies
+from . import applies, chunked_map
+from .future_args import Dependents
 from .pool import ClusterPool
 from .resource_pools import ResourcePools
 
@@ -33,9 +41,13 @@ class ClusterExecutor(concurrent.futures.Executor):
     def __init__(self, pool: ClusterPool):
         self._pool = pool
         self._pools = ResourcePools(pool)
-        self._lock = threading.Lock()
+        # Reentrant: submit holds it when a dependency that is already done
+        # hands the call to the pool in the same thread.
+        self._lock = threading.RLock()
         self._shutdown = False
         self._pending: "set[concurrent.futures.Future]" = set()
+        self._unfinished: "set[concurrent.futures.Future]" = set()  # handed to the pool
+        self._dependents = Dependents()
 
     @property
     def _max_workers(self) -> int:
@@ -66,6 +78,10 @@ class ClusterExecutor(concurrent.futures.Executor):
             share workers. With ``cores`` > 1 the call runs on that many
             MPI ranks and its result is the list of theirs.
 
+        Futures among the arguments (also in lists, tuples, sets and dict
+        values) are waited for without blocking, and replaced by their
+        results; see :mod:`pypoolparty.core.future_args`.
+
         Raises
         ------
         ValueError
@@ -79,8 +95,24 @@ class ClusterExecutor(concurrent.futures.Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             pool = self._pools.pool_for(resources)
-            future: concurrent.futures.Future = concurrent.futures.Future()
+            return self._dependents.submit(args, kwargs, functools.partial(self._hand_off, fn, pool))
+
+    def _hand_off(
+        self,
+        fn: typing.Callable,
+        pool: ClusterPool,
+        args: tuple,
+        kwargs: dict,
+        future: typing.Optional[concurrent.futures.Future],
+    ) -> concurrent.futures.Future:
+        """Give the call to ``pool``; ``future`` (a new one if None) is
+        pending until the pool hands the call to a map."""
+        if future is None:
+            future = concurrent.futures.Future()
+        with self._lock:
             self._pending.add(future)
+            self._unfinished.add(future)
+        future.add_done_callback(self._finished)
 
         def starting() -> bool:
             with self._lock:
@@ -95,21 +127,59 @@ class ClusterExecutor(concurrent.futures.Executor):
         pool._apply_async(fn, args, kwargs, result)
         return future
 
+    def _finished(self, future: concurrent.futures.Future) -> None:
+        with self._lock:
+            self._unfinished.discard(future)
+
+    def map(self, fn: typing.Callable, *iterables, timeout: typing.Optional[float] = None, chunksize: int = 1):
+        """``map(fn, *iterables)`` on the cluster, results in order, lazily.
+
+        ``chunksize`` calls run as one job, on one worker, as in the
+        stdlib's ``ProcessPoolExecutor`` (see :mod:`.chunked_map`).
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        results = super().map(
+            functools.partial(chunked_map.run_chunk, fn),
+            chunked_map.chunks(iterables, chunksize),
+            timeout=timeout,
+        )
+        return chunked_map.flattened(results)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new calls; ``cancel_futures`` cancels those not yet running;
-        ``wait`` waits for the others and for the workers to leave."""
+        ``wait`` waits for the others and for the workers to leave.
+
+        Calls still waiting for futures among their arguments run (unless
+        cancelled): the pool is closed once none waits any more.
+        """
         with self._lock:
             self._shutdown = True
+        if cancel_futures:
+            self._dependents.cancel_all()
+        with self._lock:
             pending, self._pending = list(self._pending), set()
         if cancel_futures:
             for future in pending:
                 future.cancel()
         pools = self._pools.all()
-        for pool in pools:
-            pool.close()
+
+        def close() -> None:
+            for pool in pools:
+                pool.close()
+
         if wait:
+            self._dependents.wait_idle()
+            with self._lock:
+                unfinished = list(self._unfinished)
+            concurrent.futures.wait(unfinished)
+            close()
             for pool in pools:
                 pool.join()
+        else:
+            self._dependents.when_idle(close)
 
 
 def executor_class(pool_class: type, where: str) -> type:
@@ -131,6 +201,22 @@ def executor_class(pool_class: type, where: str) -> type:
         def __init__(self, max_workers: typing.Optional[int] = None, **options):
             super().__init__(pool_class(max_workers, **options))
 
+    Executor.__init__.__signature__ = _signature_over(pool_class)
     Executor.__module__ = pool_class.__module__.rsplit(".", 1)[0]
     Executor.__qualname__ = "Executor"
     return Executor
+
+
+def _signature_over(pool_class: type) -> inspect.Signature:
+    """``(self, max_workers=None, *, <the pool's other parameters>)``: what
+    ``Executor.__init__`` takes, for ``help()`` and for ``pypoolparty.Executor()``,
+    which keeps only the options the chosen executor takes."""
+    self, processes, *others = inspect.signature(pool_class.__init__).parameters.values()
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    rest = [
+        p if p.kind in (keyword, p.VAR_KEYWORD) else p.replace(kind=keyword)
+        for p in others
+        if p.kind != p.VAR_POSITIONAL
+    ]
+    max_workers = processes.replace(name="max_workers", annotation=typing.Optional[int], default=None)
+    return inspect.Signature([self, max_workers] + rest)

@@ -61,6 +61,16 @@ HINTS = {
 }
 
 
+def cluster_option(key: str) -> bool:
+    """Whether ``key`` is a submit option of SLURM or Grid Engine: on this
+    machine they are accepted, so that code written for a cluster runs here
+    unchanged, and mean nothing."""
+    from ..slurm.adapter import SBATCH_OPTIONS
+    from ..sun_grid_engine.adapter import QSUB_OPTIONS
+
+    return key.replace("_", "-") in SBATCH_OPTIONS or key in QSUB_OPTIONS
+
+
 def available_cpus() -> int:
     """The CPUs this process may run on (its affinity), at least 1."""
     try:
@@ -106,12 +116,7 @@ class ProcessScheduler(Scheduler):
 
     # ---------------------------------------------------------- resources
     def known_option(self, key: str) -> bool:
-        """Those of SLURM and Grid Engine, so that code written for a cluster
-        runs here unchanged; they mean nothing on this machine."""
-        from ..slurm.adapter import SBATCH_OPTIONS
-        from ..sun_grid_engine.adapter import QSUB_OPTIONS
-
-        return key.replace("_", "-") in SBATCH_OPTIONS or key in QSUB_OPTIONS
+        return cluster_option(key)
 
     def with_resources(self, resources: Resources) -> "ProcessScheduler":
         """A copy whose workers get ``resources``: ``mpirun`` starts the
