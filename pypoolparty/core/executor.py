@@ -63,6 +63,10 @@ class ClusterExecutor(concurrent.futures.Executor):
     ) -> concurrent.futures.Future:
         """Run ``fn(*args, **kwargs)`` on the cluster; its Future at once.
 
+        Futures among the arguments (also in lists, tuples, sets and dict
+        values) are waited for without blocking, and replaced by their
+        results; see :mod:`pypoolparty.core.future_args`.
+
         Parameters
         ----------
         fn : callable
@@ -77,10 +81,6 @@ class ClusterExecutor(concurrent.futures.Executor):
             :mod:`pypoolparty.core.resources`). Calls with equal resources
             share workers. With ``cores`` > 1 the call runs on that many
             MPI ranks and its result is the list of theirs.
-
-        Futures among the arguments (also in lists, tuples, sets and dict
-        values) are waited for without blocking, and replaced by their
-        results; see :mod:`pypoolparty.core.future_args`.
 
         Raises
         ------
