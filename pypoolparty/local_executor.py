@@ -41,7 +41,7 @@ import threading
 import typing
 
 from . import errors
-from .core import resources
+from .core import future_args, resources
 from .core.future_args import Dependents
 from .local import Carried
 from .processes.adapter import cluster_option
@@ -131,7 +131,7 @@ class Executor(concurrent.futures.ProcessPoolExecutor):
             submit = super().submit
         if future is None:
             return submit(fn, *args, **kwargs)
-        if future.set_running_or_notify_cancel():
+        if future_args.start(future):
             inner = submit(fn, *args, **kwargs)
             inner.add_done_callback(functools.partial(_copy_outcome, future))
         return future

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from executor_kinds import OURS, executor_fixture
-from fake_jobs import add, counted, fail_on, runs_of, square
+from fake_jobs import add, counted, fail_on, runs_of, square, wait_for_gate
 from pypoolparty.core import future_args
 
 pytestmark = pytest.mark.timeout(60)
@@ -157,3 +157,47 @@ def test_substituted_copies_only_containers_that_held_a_future():
     args, kwargs = future_args.substituted((plain, [a, plain]), {"k": (a,), "t": table})
     assert args == ([1, 2], [7, [1, 2]]) and kwargs == {"k": (7,), "t": {"n": (3,)}}
     assert args[0] is plain and args[1][1] is plain and kwargs["t"] is table
+
+
+def test_a_cancelled_dependent_counts_as_done_for_wait_and_as_completed(executor):
+    with executor() as ex:
+        dependency = concurrent.futures.Future()
+        by_caller = ex.submit(abs, dependency)
+        by_chain = ex.submit(abs, by_caller)  # cancelled because its dependency is
+        assert by_caller.cancel()
+        done, not_done = concurrent.futures.wait([by_caller, by_chain], timeout=10)
+        assert done == {by_caller, by_chain} and not not_done
+        assert set(concurrent.futures.as_completed([by_caller, by_chain], timeout=10)) == done
+        assert by_chain.cancelled()
+        dependency.set_result(1)
+
+
+def test_a_long_chain_ends_when_its_first_link_fails(executor):
+    # x = submit(step, x) a thousand times: the failure travels down the
+    # chain without recursing through the futures' callbacks.
+    with executor() as ex:
+        first = concurrent.futures.Future()
+        chain, x = [], first
+        for _ in range(1000):
+            x = ex.submit(abs, x)
+            chain.append(x)
+        first.set_exception(ValueError("the first link failed"))
+        done, not_done = concurrent.futures.wait(chain, timeout=30)
+        assert not not_done
+        assert all(isinstance(f.exception(), ValueError) for f in chain)
+
+
+def test_many_calls_on_one_local_future_start_outside_the_stdlibs_thread(tmp_path):
+    # They used to start in the stdlib executor's manager thread, whose own
+    # wakeup pipe then filled up (about 16 000 calls) with nobody to empty it.
+    import pypoolparty.local
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    with pypoolparty.local.Executor(2) as ex:
+        first = ex.submit(wait_for_gate, str(gate))  # done (by the stdlib's thread) after the submits
+        many = [ex.submit(str, first) for _ in range(17000)]
+        assert not first.done()
+        (gate / "go").touch()
+        done, not_done = concurrent.futures.wait(many, timeout=50)
+        assert not not_done and {f.result() for f in many} == {"None"}

@@ -23,7 +23,7 @@ import inspect
 import threading
 import typing
 
-from . import applies, chunked_map
+from . import applies, chunked_map, future_args
 from .future_args import Dependents
 from .pool import ClusterPool
 from .resource_pools import ResourcePools
@@ -117,7 +117,7 @@ class ClusterExecutor(concurrent.futures.Executor):
         def starting() -> bool:
             with self._lock:
                 self._pending.discard(future)
-            return future.set_running_or_notify_cancel()
+            return future_args.start(future)
 
         def failed(exc: BaseException) -> None:
             if not future.cancelled():

@@ -9,7 +9,8 @@ Any executor can use it: its ``submit`` hands ``args`` and ``kwargs`` to
       │  futures_in(args, kwargs)
       ├── none ─────────────> hand_off(args, kwargs, None): the executor's Future
       └── some: a pending Future now; a done-callback on each dependency
-             │  (the thread that completes the last one)
+             │  (the last one done queues the call; a thread of the
+             │  Dependents' own takes it from the queue)
              ├── one failed ──────> the dependent fails with its exception
              ├── one cancelled ───> the dependent is cancelled (it never runs)
              └── all succeeded ───> hand_off(substituted args, kwargs, future)
@@ -30,6 +31,7 @@ exception.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import threading
 import typing
@@ -107,8 +109,36 @@ def _fail(future: concurrent.futures.Future, exc: BaseException) -> None:
         pass  # cancelled meanwhile
 
 
+def _notify_cancelled(future: concurrent.futures.Future) -> None:
+    """Tell ``wait()`` and ``as_completed()`` that a cancelled future is
+    done: they count only the state that
+    ``set_running_or_notify_cancel()`` leaves (as an executor does when it
+    would have started the call)."""
+    if future.cancelled():
+        try:
+            future.set_running_or_notify_cancel()
+        except RuntimeError:
+            pass  # notified already
+
+
+def start(future: concurrent.futures.Future) -> bool:
+    """``future.set_running_or_notify_cancel()`` for a call about to run:
+    False if it was cancelled (also if waiters were told so already)."""
+    try:
+        return future.set_running_or_notify_cancel()
+    except RuntimeError:
+        return False  # cancelled, and notified while it waited
+
+
 class Dependents:
     """The calls of one executor that wait for futures among their arguments.
+
+    Each call whose dependencies are all done goes into a queue; a thread of
+    its own (started while the queue has work) fails, cancels or starts the
+    calls in order. So neither a long chain (``x = submit(step, x)`` a
+    thousand times, whose first link fails) recurses through the
+    dependencies' callbacks, nor does a call start in the thread of another
+    executor that completed its dependency.
 
     Besides starting them, it tells the executor's ``shutdown`` when none
     waits any more: an executor closes its pool only then, so that calls
@@ -120,6 +150,8 @@ class Dependents:
         self._waiting: "set[concurrent.futures.Future]" = set()
         self._when_idle: typing.List[typing.Callable[[], None]] = []
         self._hooks_running = 0
+        self._ready: "collections.deque[tuple]" = collections.deque()
+        self._dispatching = False
 
     def submit(self, args: tuple, kwargs: dict, hand_off: HandOff) -> concurrent.futures.Future:
         """Start the call at once if no future is among its arguments
@@ -130,7 +162,7 @@ class Dependents:
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:
             self._waiting.add(future)
-        future.add_done_callback(self._left)  # cancelled, or failed by a dependency
+        future.add_done_callback(self._ended)  # cancelled, or failed by a dependency
         left = [len(dependencies)]
         lock = threading.Lock()
 
@@ -139,11 +171,28 @@ class Dependents:
                 left[0] -= 1
                 if left[0]:
                     return
-            self._resolve(future, dependencies, args, kwargs, hand_off)
+            self._queue((future, dependencies, args, kwargs, hand_off))
 
         for dependency in dependencies:
             dependency.add_done_callback(one_done)
         return future
+
+    def _queue(self, item: tuple) -> None:
+        with self._cond:
+            self._ready.append(item)
+            if self._dispatching:
+                return
+            self._dispatching = True
+        threading.Thread(target=self._dispatch, name="pypoolparty-dependents", daemon=True).start()
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._cond:
+                if not self._ready:
+                    self._dispatching = False
+                    return
+                item = self._ready.popleft()
+            self._resolve(*item)
 
     def _resolve(self, future, dependencies, args, kwargs, hand_off: HandOff) -> None:
         """Every dependency is done: fail, cancel or start the dependent."""
@@ -162,6 +211,12 @@ class Dependents:
                     _fail(future, exc)
         finally:
             self._left(future)
+
+    def _ended(self, future: concurrent.futures.Future) -> None:
+        """A waiting call's future is done before it started: cancelled (by
+        its caller, a cancelled dependency or ``cancel_all``) or failed."""
+        _notify_cancelled(future)
+        self._left(future)
 
     def _left(self, future: concurrent.futures.Future) -> None:
         """``future`` waits no more (started, failed or cancelled)."""
