@@ -51,3 +51,21 @@ def job_of(x):
         "mem": os.environ.get("SLURM_MEM_PER_NODE"),
         "slots": os.environ.get("NSLOTS"),
     }
+
+
+def exit_on_rank(x, bad_rank=1):
+    """Rank ``bad_rank`` leaves the program in the middle of the call."""
+    import sys
+
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == bad_rank:
+        sys.exit(3)
+    return x
+
+
+def cpu_ticks(pid):
+    """CPU time (user + system, in clock ticks) process ``pid`` has used."""
+    with open("/proc/{:d}/stat".format(pid)) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])

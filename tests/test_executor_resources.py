@@ -4,7 +4,9 @@ workers, different ones get their own; a wrong key fails before anything
 is submitted; ``cwd``; and calls on several MPI ranks (``cores``) on this
 machine's processes, under a real ``mpirun``.
 """
+import concurrent.futures
 import os
+import time
 
 import pytest
 
@@ -178,3 +180,19 @@ def test_the_local_executor_runs_mpi_calls_and_other_directories_on_processes(mp
         assert ex.submit(os.getcwd).result(timeout=60) == str(tmp_path)
         assert ex._elsewhere is not None
     assert ex._elsewhere._pool._state != "RUN"
+
+
+def test_the_ranks_of_an_idle_mpi_worker_do_not_spin(mpi_executor):
+    ex = mpi_executor(1)
+    ranks = ex.submit(mpi_jobs.ranks, 1, resource_dict={"cores": 2}).result(timeout=30)
+    follower = ranks[1]["pid"]
+    before = mpi_jobs.cpu_ticks(follower)
+    time.sleep(2.0)  # the worker waits for the next call meanwhile
+    used = mpi_jobs.cpu_ticks(follower) - before
+    assert used < 0.1 * 2.0 * os.sysconf("SC_CLK_TCK"), used  # under a tenth of a CPU
+
+
+def test_a_rank_that_exits_loses_the_call_instead_of_hanging_it(mpi_executor):
+    ex = mpi_executor(1, max_num_resubmissions=0)
+    future = ex.submit(mpi_jobs.exit_on_rank, 5, resource_dict={"cores": 2})
+    assert isinstance(future.exception(timeout=40), concurrent.futures.BrokenExecutor)

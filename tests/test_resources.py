@@ -92,8 +92,8 @@ def test_slurm_asks_for_ranks_cpus_gpus_and_starts_the_ranks_with_srun(adapter_c
         assert option in argv
     assert "--mem=1G" not in argv
     wrap = shlex.split(argv[argv.index("--wrap") + 1])
-    assert wrap[:5] == ["exec", "srun", "--ntasks=2", "--cpus-per-task=3", "--mpi=pmix"]
-    assert wrap[5:] == request().worker_argv + ["--ranks", "2", "--worker-id", "ID"]
+    assert wrap[:6] == ["exec", "srun", "--ntasks=2", "--kill-on-bad-exit=1", "--cpus-per-task=3", "--mpi=pmix"]
+    assert wrap[6:] == request().worker_argv + ["--ranks", "2", "--worker-id", "ID"]
     # the pool's own adapter is unchanged: one worker process, no srun
     plain = shlex.split(base._sbatch_argv(request(), [], "ID", "%j.log")[-1])
     assert plain == ["exec"] + request().worker_argv + ["--worker-id", "ID"]

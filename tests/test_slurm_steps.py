@@ -103,6 +103,7 @@ def test_a_call_on_mpi_ranks_is_one_step_of_that_many_tasks(tmp_path):
     assert "--cpus-per-task=2" in argv and "--mem-per-cpu=2G" in argv and "--mem-per-cpu=1G" not in argv
     # the step's own srun starts the ranks: no second launcher inside it
     assert argv[argv.index("--mpi=pmix") + 1:] == worker + ["--ranks", "2"]
+    assert "--kill-on-bad-exit=1" in argv  # a dead rank ends the step
     assert sched.known_option("mem") and not sched.known_option("jobid")
 
 

@@ -8,7 +8,8 @@ knows: it claims chunks and writes results as any worker does. For each job
 it sends the call to the other ranks, runs its own part, and collects
 theirs. The job's result is the list of every rank's return value, rank 0
 first (as executorlib returns it); if a rank raises, the job raises the
-lowest such rank's exception.
+lowest such rank's exception. A rank that exits (``SystemExit``) ends the
+worker, as it ends a worker of one process: the job counts as lost.
 
 The other ranks only follow rank 0's messages on a duplicate of
 ``MPI.COMM_WORLD``, so the user's function has ``COMM_WORLD`` to itself.
@@ -32,8 +33,9 @@ from .pooldir import PoolDir
 INIT, OPEN, FORGET, CALL, STOP = "init", "open", "forget", "call", "stop"
 #: The tag of every message between the ranks.
 TAG = 7321
-#: Seconds between looks for a message: the first, the growth, the most.
-POLL = (0.0005, 1.5, 0.05)
+#: Seconds between looks for a message: the first, the most, and the
+#: growth of the wait with each look that found nothing.
+POLL = dict(low=0.0005, high=0.05, growth=1.5)
 
 
 class RankLink:
@@ -50,7 +52,7 @@ class RankLink:
     def receive(self, source: int) -> typing.Any:
         from .worker import Backoff
 
-        backoff = Backoff(*POLL)
+        backoff = Backoff(**POLL)
         while not self.comm.Iprobe(source=source, tag=TAG):
             backoff.sleep()
         return pickle.loads(self.comm.recv(source=source, tag=TAG))
@@ -94,6 +96,11 @@ class RankCalls:
         parts = [own] + [
             outcomes.decode(self.link.receive(rank)).outcomes[0] for rank in range(1, self.link.size)
         ]
+        for part in parts:
+            if part.failure is not None and not isinstance(part.failure.exception, Exception):
+                # A rank's SystemExit or KeyboardInterrupt ends the worker, as
+                # it ends a worker of one process: the call's job is lost.
+                raise part.failure.exception
         return combined(parts)
 
     def stop(self) -> None:
@@ -130,7 +137,7 @@ def follow(link: RankLink) -> None:
                 initializer, initargs = pickle.loads(message[1])
                 if initializer is not None:
                     initializer(*initargs)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: rank 0 then ends the worker
                 setup_failure = outcomes.failure_of(exc)
         elif kind == OPEN:
             name, spec_pickle, cwd, sys_path = message[1:]
@@ -150,7 +157,10 @@ def follow(link: RankLink) -> None:
             if failure is not None:
                 outcome = outcomes.Outcome(failure=failure)
             else:
-                outcome = call_outcome(spec, job)
+                try:
+                    outcome = call_outcome(spec, job)
+                except BaseException as exc:  # SystemExit, KeyboardInterrupt: rank 0 ends the worker
+                    outcome = outcomes.Outcome(failure=outcomes.failure_of(exc))
             result = outcomes.ChunkResult(chunk=-1, worker_id="", outcomes=[outcome])
             link.send(outcomes.encode(result), 0)
 

@@ -171,7 +171,8 @@ class SlurmScheduler(Scheduler):
 
     def mpi_launcher(self) -> typing.List[str]:
         """``srun`` inside the job starts its ``--ntasks`` ranks."""
-        argv = [self.commands.srun, "--ntasks={:d}".format(self.resources.cores)]
+        # A rank that dies takes the others with it: rank 0 would wait for it.
+        argv = [self.commands.srun, "--ntasks={:d}".format(self.resources.cores), "--kill-on-bad-exit=1"]
         if self.resources.threads_per_core > 1:
             # srun does not take it from the job's environment (SLURM >= 22.05)
             argv.append("--cpus-per-task={:d}".format(self.resources.threads_per_core))

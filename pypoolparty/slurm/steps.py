@@ -239,7 +239,7 @@ class StepScheduler(Scheduler):
         return copy
 
     def mpi_launcher(self) -> typing.List[str]:
-        """None: the step's own srun starts the ranks."""
+        """None: the step's own srun starts the ranks (see :meth:`submit`)."""
         return []
 
     # ------------------------------------------------------------- limits
@@ -277,8 +277,10 @@ class StepScheduler(Scheduler):
 
     def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
         """Start the workers' srun processes now; return their ids."""
+        mpi = ["--kill-on-bad-exit=1"] if self.resources.is_mpi else []  # as SlurmScheduler.mpi_launcher
         argv = (
             self.srun_argv(request.name, self.resources.cores)
+            + mpi
             + list(self.resources.launcher_args)
             + self.worker_command(request)
         )
