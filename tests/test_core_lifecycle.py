@@ -129,6 +129,20 @@ def test_a_lone_call_to_idle_workers_does_not_wait_for_a_burst(tmp_path, monkeyp
         assert pool.scheduler.calls["submit"] == 1
 
 
+def test_a_burst_with_gaps_to_a_warm_worker_is_still_one_submission(tmp_path):
+    # Calls 3 ms apart, more than one idle worker can take: the short window
+    # must not cut the burst into maps that each submit workers.
+    with fake.pool(8, work_dir=tmp_path / "pools", idle_timeout=30.0) as pool:
+        assert pool.apply(square, (2,)) == 4  # one warm worker
+        assert pool.scheduler.calls["submit"] == 1
+        results = []
+        for x in range(40):
+            results.append(pool.apply_async(square, (x,)))
+            time.sleep(0.003)
+        assert [r.get(timeout=30) for r in results] == [x * x for x in range(40)]
+        assert pool.scheduler.calls["submit"] <= 2
+
+
 def test_maxtasksperchild_gives_each_task_a_new_worker(tmp_path):
     # polling_interval is long: replacements must not wait for polls.
     with fake.pool(2, work_dir=tmp_path, maxtasksperchild=1, polling_interval=30.0) as pool:

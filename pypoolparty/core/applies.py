@@ -21,8 +21,8 @@ from .results import Cancellable, Pair
 
 #: A burst ends when no call came for this long ...
 QUIET_SECONDS = 0.05
-#: ... or this long when idle workers wait for it (no submission to save:
-#: a lone call does not wait for company that costs nothing to miss) ...
+#: ... or this long when idle workers can take every call gathered so far
+#: (no submission to save: a lone call does not wait for company) ...
 WARM_QUIET_SECONDS = 0.002
 #: ... or when its oldest call waited this long.
 MAX_WAIT_SECONDS = 0.5
@@ -96,6 +96,10 @@ class ApplyQueue:
                 self._first = now
             self._last = now
             self._calls.append(call)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._calls)
 
     def take(self, at_once: bool, quiet: typing.Optional[float] = None) -> typing.Optional[typing.List[PendingApply]]:
         """The burst if it ended (no call for ``quiet`` seconds, default

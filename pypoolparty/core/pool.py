@@ -272,8 +272,14 @@ class ClusterPool:
 
     def _flush_applies(self) -> bool:
         """Run the gathered apply_async calls as one map; True if some wait."""
+        # Idle workers that can take every call gathered so far: a map now
+        # costs no submission, so the calls need not wait for more company.
         fleet = self._launcher.fleet_or_none
-        warm = fleet is not None and not self._supervisor.runs() and fleet.num_available() > 0
+        warm = (
+            fleet is not None
+            and not self._supervisor.runs()
+            and len(self._applies) <= fleet.num_available()
+        )
         calls = self._applies.take(
             at_once=self._state != RUN,
             quiet=applies.WARM_QUIET_SECONDS if warm else None,
@@ -402,6 +408,9 @@ class ClusterPool:
         """
         if self._state == RUN:
             self._state = CLOSE
+            # The apply_async calls gathered so far start their map first: an
+            # idle worker that saw "closed" and no map would leave.
+            self._flush_applies()
             self._launcher.close()
             self._supervisor.wake()
 
