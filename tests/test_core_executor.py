@@ -5,10 +5,14 @@ next to the stdlib's ``ProcessPoolExecutor`` where they must agree.
 """
 import concurrent.futures
 import functools
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
+import pypoolparty.processes
 from executor_kinds import KINDS, executor_fixture
 from fake_jobs import Gate, counted, fail_on, runs_of, slow_square, square, wait_until
 from pypoolparty import errors
@@ -120,3 +124,35 @@ def test_the_local_executor_carries_lambdas_and_checks_resources():
         assert ex._elsewhere is None  # those ran in the stdlib's processes
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(square, 1)
+
+
+EXITING_DRIVER = """
+import os, sys, time
+import pypoolparty.processes
+
+def late_marker(path):
+    time.sleep(1.0)
+    open(path, "w").close()
+    return 7
+
+ex = pypoolparty.processes.Executor(1, work_dir=sys.argv[1])
+future = ex.submit(late_marker, os.path.join(sys.argv[1], "marker"))
+future.add_done_callback(lambda f: print("result", f.result(), flush=True))
+ex.shutdown(wait=False)
+"""
+
+
+def test_calls_submitted_before_shutdown_without_wait_finish_before_the_program_exits(tmp_path):
+    """As the stdlib documents it: the program does not exit until the
+    pending futures are done, whatever ``wait`` was."""
+    script = tmp_path / "driver.py"
+    script.write_text(EXITING_DRIVER)
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pypoolparty.processes.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "result 7" in proc.stdout, proc.stdout + proc.stderr
+    assert (tmp_path / "marker").exists()

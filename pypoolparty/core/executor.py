@@ -17,16 +17,30 @@ place. ``map(..., chunksize=n)`` runs n calls as one job
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import functools
 import inspect
 import threading
 import typing
+import weakref
 
 from . import applies, chunked_map, future_args
 from .future_args import Dependents
 from .pool import ClusterPool
 from .resource_pools import ResourcePools
+
+
+_live_executors: "weakref.WeakSet[ClusterExecutor]" = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_live_executors() -> None:
+    """At interpreter exit, as the stdlib's executors do: the calls
+    submitted (also before ``shutdown(wait=False)``) run to their end.
+    Registered after the pools' exit hook, so it runs before it."""
+    for executor in list(_live_executors):
+        executor.shutdown(wait=True)
 
 
 class ClusterExecutor(concurrent.futures.Executor):
@@ -48,6 +62,7 @@ class ClusterExecutor(concurrent.futures.Executor):
         self._pending: "set[concurrent.futures.Future]" = set()
         self._unfinished: "set[concurrent.futures.Future]" = set()  # handed to the pool
         self._dependents = Dependents()
+        _live_executors.add(self)
 
     @property
     def _max_workers(self) -> int:
