@@ -78,6 +78,10 @@ class Executor(concurrent.futures.ProcessPoolExecutor):
         *,
         max_tasks_per_child: typing.Optional[int] = None,
     ):
+        # What the processes executor of calls with resources gets too.
+        self._worker_options = dict(
+            initializer=initializer, initargs=tuple(initargs), maxtasksperchild=max_tasks_per_child
+        )
         if initializer is not None:
             initializer = Carried(initializer)
         super().__init__(max_workers, mp_context, initializer, initargs, max_tasks_per_child=max_tasks_per_child)
@@ -143,7 +147,7 @@ class Executor(concurrent.futures.ProcessPoolExecutor):
             if self._elsewhere is None:
                 from .processes import Executor as ProcessesExecutor
 
-                self._elsewhere = ProcessesExecutor(self._max_workers)
+                self._elsewhere = ProcessesExecutor(self._max_workers, **self._worker_options)
             return self._elsewhere
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -169,9 +169,10 @@ def test_the_local_executor_runs_mpi_calls_and_other_directories_on_processes(mp
     monkeypatch.chdir(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    with pypoolparty.local.Executor(2) as ex:
+    with pypoolparty.local.Executor(2, initializer=mpi_jobs.note_init, initargs=("set",)) as ex:
         ranks = ex.submit(mpi_jobs.ranks, 2, resource_dict={"cores": 2}).result(timeout=60)
         assert [(r["rank"], r["size"], r["total"]) for r in ranks] == [(0, 2, 4), (1, 2, 4)]
+        assert [r["init"] for r in ranks] == [["set"], ["set"]]  # the executor's initializer ran there too
         there = ex.submit(os.getcwd, resource_dict={"cwd": str(elsewhere)})
         first = ex.submit(mpi_jobs.ranks, 1, resource_dict={"cores": 2})
         chained = ex.submit(len, first)  # a future as argument, across the two
