@@ -165,3 +165,31 @@ def test_a_scheduler_without_resources_says_so():
     with pytest.raises(ValueError, match="bare scheduler takes no per-call resources"):
         Bare(policy=None).with_resources(Resources(cores=2))
     assert not Bare(policy=None).known_option("mem")
+
+
+def test_slurm_merges_an_option_given_by_its_short_or_long_name():
+    base = SlurmArrayScheduler(sbatch_options={"c": 4, "p": "short", "t": "0:10:00"})
+    assert base.sbatch_options == {"cpus-per-task": 4, "partition": "short", "time": "0:10:00"}
+    got = base.with_resources(Resources(cores=2, threads_per_core=2, options=(("p", "long"),)))
+    argv = got._sbatch_argv(request(), [], "ID", "%j.log")
+    assert [a for a in argv if a.startswith(("--cpus-per-task", "--partition", "-c", "-p"))] == [
+        "--cpus-per-task=2", "--partition=long"
+    ]
+    # the ranks get the CPUs the job asks for, however they were asked
+    by_option = base.with_resources(Resources(cores=2, options=(("cpus_per_task", 3),)))
+    assert "--cpus-per-task=3" in by_option.mpi_launcher()
+    with pytest.raises(ValueError, match="pool itself"):
+        SlurmArrayScheduler(sbatch_options={"o": "out.log"})  # --output by its short name
+
+
+def test_slurm_refuses_one_resource_given_two_ways_and_joins_lists():
+    base = SlurmArrayScheduler()
+    for resources_, option in [
+        (Resources(cores=2, options=(("n", 4),)), "ntasks"),
+        (Resources(threads_per_core=2, options=(("c", 4),)), "cpus-per-task"),
+        (Resources(gpus_per_core=1, options=(("gpus_per_task", 2),)), "gpus-per-task"),
+    ]:
+        with pytest.raises(ValueError, match=option):
+            base.with_resources(resources_)
+    listed = base.with_resources(Resources(options=(("gres", ("gpu:1", "tmp:10G")),)))
+    assert "--gres=gpu:1,tmp:10G" in listed._sbatch_argv(request(), [], "ID", "%j.log")

@@ -105,6 +105,7 @@ def test_a_call_on_mpi_ranks_is_one_step_of_that_many_tasks(tmp_path):
     assert argv[argv.index("--mpi=pmix") + 1:] == worker + ["--ranks", "2"]
     assert "--kill-on-bad-exit=1" in argv  # a dead rank ends the step
     assert sched.known_option("mem") and not sched.known_option("jobid")
+    assert not sched.known_option("requeue")  # sbatch's only: a step cannot ask for it
 
 
 # ----------------------------------------------------------------------

@@ -45,9 +45,25 @@ SBATCH_OPTIONS = frozenset(
     ntasks-per-node ntasks-per-socket open-mode overcommit oversubscribe
     partition power prefer priority profile propagate qos reboot requeue
     reservation signal sockets-per-node spread-job switches thread-spec
-    threads-per-core time time-min tmp tres-per-task uid use-min-nodes wckey
-    A C D F G H I J L M N O Q S W b c d k m n p q s t w x""".split()
+    threads-per-core time time-min tmp tres-per-task uid use-min-nodes wckey""".split()
 )
+
+#: The long names of sbatch's (and srun's) one-letter options.
+SHORT_OPTIONS = {
+    "A": "account", "C": "constraint", "D": "chdir", "F": "nodefile", "G": "gpus",
+    "H": "hold", "J": "job-name", "L": "licenses", "M": "clusters", "N": "nodes",
+    "O": "overcommit", "S": "core-spec", "a": "array", "b": "begin",
+    "c": "cpus-per-task", "d": "dependency", "e": "error", "i": "input", "k": "no-kill",
+    "m": "distribution", "n": "ntasks", "o": "output", "p": "partition", "q": "qos",
+    "s": "oversubscribe", "t": "time", "w": "nodelist", "x": "exclude",
+}
+
+
+def long_name(key: str) -> str:
+    """An option's long name: ``"c"`` and ``"cpus_per_task"`` are
+    ``"cpus-per-task"``, so that one option given two ways is one key."""
+    key = str(key).lstrip("-")
+    return SHORT_OPTIONS.get(key, key.replace("_", "-"))
 
 #: What SLURM's clients say when the controller is busy or away for a while.
 TRANSIENT_PATTERNS = (
@@ -76,13 +92,16 @@ def format_options(options: typing.Mapping[str, typing.Any]) -> typing.List[str]
 
     ``{"time": "0:10:00", "exclusive": True, "cpus_per_task": 4, "p": "debug"}``
     gives ``["--time=0:10:00", "--exclusive", "--cpus-per-task=4", "-p", "debug"]``.
-    False and None leave an option out.
+    False and None leave an option out; a list's items are joined by commas
+    (``{"gres": ["gpu:1", "tmp:10G"]}`` gives ``--gres=gpu:1,tmp:10G``).
     """
     out = []
     for key, value in options.items():
         key = str(key).lstrip("-")
         if value is None or value is False:
             continue
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
         if len(key) == 1:
             out.append("-" + key)
             if value is not True:
@@ -98,9 +117,35 @@ def format_options(options: typing.Mapping[str, typing.Any]) -> typing.List[str]
 
 def check_options(options: typing.Mapping[str, typing.Any]) -> typing.Dict[str, typing.Any]:
     """Normalized copy of ``options``; ValueError for options the pool sets."""
-    return checked_options(
-        options, RESERVED_OPTIONS, "sbatch", normalize=lambda key: key.replace("_", "-")
-    )
+    return checked_options(options, RESERVED_OPTIONS, "sbatch", normalize=long_name)
+
+
+def with_shape(resources: Resources, options: typing.Mapping[str, typing.Any]) -> typing.Dict[str, typing.Any]:
+    """``options`` (long names) and what ``cores``, ``threads_per_core`` and
+    ``gpus_per_core`` ask of SLURM: ``--ntasks``, ``--cpus-per-task``,
+    ``--gpus-per-task``.
+
+    Raises
+    ------
+    ValueError
+        If ``options`` set one of these too: one resource given two ways.
+    """
+    shape = {}
+    if resources.is_mpi:
+        shape["ntasks"] = (resources.cores, "cores")
+    if resources.threads_per_core > 1:
+        shape["cpus-per-task"] = (resources.threads_per_core, "threads_per_core")
+    if resources.gpus_per_core > 0:
+        shape["gpus-per-task"] = (resources.gpus_per_core, "gpus_per_core")
+    out = dict(options)
+    for option, (value, key) in shape.items():
+        if option in out:
+            raise ValueError(
+                "resource_dict gives {!r} and {!r}, which is the same resource; "
+                "give one of them".format(key, option)
+            )
+        out[option] = value
+    return out
 
 
 def partition_of(options: typing.Mapping[str, typing.Any]) -> typing.Optional[str]:
@@ -141,7 +186,7 @@ class SlurmScheduler(Scheduler):
 
     # ---------------------------------------------------------- resources
     def known_option(self, key: str) -> bool:
-        key = key.replace("_", "-")
+        key = long_name(key)
         if key in RESERVED_OPTIONS:
             return False
         if key in SBATCH_OPTIONS:
@@ -158,13 +203,7 @@ class SlurmScheduler(Scheduler):
         """A copy whose jobs ask for ``resources``: ``--ntasks`` ranks of
         ``--cpus-per-task`` CPUs and ``--gpus-per-task`` GPUs, and the options."""
         options = dict(self.sbatch_options)
-        if resources.is_mpi:
-            options["ntasks"] = resources.cores
-        if resources.threads_per_core > 1:
-            options["cpus-per-task"] = resources.threads_per_core
-        if resources.gpus_per_core > 0:
-            options["gpus-per-task"] = resources.gpus_per_core
-        options.update(check_options(resources.option_dict()))
+        options.update(with_shape(resources, check_options(resources.option_dict())))
         copy = type(self)(sbatch_options=options, commands=self.commands, policy=self.policy)
         copy.resources = resources
         return copy
@@ -173,9 +212,10 @@ class SlurmScheduler(Scheduler):
         """``srun`` inside the job starts its ``--ntasks`` ranks."""
         # A rank that dies takes the others with it: rank 0 would wait for it.
         argv = [self.commands.srun, "--ntasks={:d}".format(self.resources.cores), "--kill-on-bad-exit=1"]
-        if self.resources.threads_per_core > 1:
+        cpus = self.sbatch_options.get("cpus-per-task")
+        if cpus not in (None, False, True):
             # srun does not take it from the job's environment (SLURM >= 22.05)
-            argv.append("--cpus-per-task={:d}".format(self.resources.threads_per_core))
+            argv.append("--cpus-per-task={}".format(cpus))
         return argv + list(self.resources.launcher_args)
 
     # ------------------------------------------------------------- limits

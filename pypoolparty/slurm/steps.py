@@ -53,10 +53,14 @@ from ..core.scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus
 from ..processes import detached
 from ..processes.adapter import ProcessScheduler
 from . import parsing
-from .adapter import SBATCH_OPTIONS, TRANSIENT_PATTERNS, format_options
+from .adapter import SBATCH_OPTIONS, TRANSIENT_PATTERNS, format_options, long_name, with_shape
 
-#: srun options the pool sets itself (the allocation, the step's shape, its output).
-RESERVED_OPTIONS = ("jobid", "ntasks", "n", "output", "o", "error", "e", "input", "i")
+#: srun options the pool sets itself (the allocation, the step's shape, its
+#: output), by their long names.
+RESERVED_OPTIONS = ("jobid", "ntasks", "output", "error", "input")
+
+#: sbatch's options that srun does not take: a step cannot ask for them.
+SBATCH_ONLY = ("array", "batch", "export-file", "get-user-env", "ignore-pbs", "requeue", "no-requeue", "wrap", "parsable")
 
 #: What SLURM says of an allocation without any step (yet).
 NO_STEPS_PATTERNS = (r"job step \S* not found", r"no job steps", r"invalid job id")
@@ -87,7 +91,7 @@ def task_options(ntasks: int = 1) -> typing.List[str]:
 
 def check_options(options: typing.Mapping[str, typing.Any]) -> typing.Dict[str, typing.Any]:
     """Normalized copy of ``srun_options``; ValueError for options the pool sets."""
-    return checked_options(options, RESERVED_OPTIONS, "srun", normalize=lambda key: key.replace("_", "-"))
+    return checked_options(options, RESERVED_OPTIONS, "srun", normalize=long_name)
 
 
 def allocation_of(environ: typing.Mapping[str, str]) -> str:
@@ -219,19 +223,17 @@ class StepScheduler(Scheduler):
 
     # ---------------------------------------------------------- resources
     def known_option(self, key: str) -> bool:
-        key = key.replace("_", "-")
-        return key in SBATCH_OPTIONS and key not in RESERVED_OPTIONS
+        key = long_name(key)
+        return key in SBATCH_OPTIONS and key not in RESERVED_OPTIONS and key not in SBATCH_ONLY
 
     def with_resources(self, resources: Resources) -> "StepScheduler":
         """A copy whose steps have ``resources.cores`` tasks (the MPI ranks,
         which the step's srun starts), ``--cpus-per-task`` and
         ``--gpus-per-task`` CPUs and GPUs, and the options."""
         options = dict(self.srun_options)
-        if resources.threads_per_core > 1:
-            options["cpus-per-task"] = resources.threads_per_core
-        if resources.gpus_per_core > 0:
-            options["gpus-per-task"] = resources.gpus_per_core
-        options.update(check_options(resources.option_dict()))
+        shaped = with_shape(resources, check_options(resources.option_dict()))
+        shaped.pop("ntasks", None)  # the step's own, from task_options
+        options.update(shaped)
         copy = type(self)(
             srun_options=options, commands=self.commands, policy=self.policy, environ=self.environ
         )
