@@ -135,6 +135,8 @@ class ClusterExecutor(concurrent.futures.Executor):
             return future_args.start(future)
 
         def failed(exc: BaseException) -> None:
+            with self._lock:
+                self._pending.discard(future)  # e.g. it could not be pickled
             if not future.cancelled():
                 future.set_exception(exc)
 
@@ -207,7 +209,8 @@ def executor_class(pool_class: type, where: str) -> type:
         Parameters
         ----------
         max_workers : int or None
-            At most this many workers at once (the pool's ``processes``).
+            At most this many workers at once (the pool's ``processes``),
+            for each set of per-call resources (``resource_dict``).
         **options
             Keywords of :class:`{:s}.{:s}` (``work_dir``, ``cache_dir``,
             the scheduler's options, ...).
