@@ -129,6 +129,22 @@ def test_a_lone_call_to_idle_workers_does_not_wait_for_a_burst(tmp_path, monkeyp
         assert pool.scheduler.calls["submit"] == 1
 
 
+def test_a_burst_to_a_pool_at_its_size_does_not_wait_for_more_company(tmp_path, monkeypatch):
+    # Every worker the pool may have is up: no submission to save by waiting.
+    from pypoolparty.core import applies
+
+    with fake.pool(2, work_dir=tmp_path / "pools", idle_timeout=30.0) as pool:
+        assert pool.map(square, range(8), chunksize=1) == [x * x for x in range(8)]
+        assert wait_until(lambda: len(pool.scheduler.worker_ids("RUNNING")) == 2)
+        monkeypatch.setattr(applies, "QUIET_SECONDS", 30.0)
+        monkeypatch.setattr(applies, "MAX_WAIT_SECONDS", 60.0)
+        started = time.monotonic()
+        results = [pool.apply_async(square, (x,)) for x in range(10)]
+        assert [r.get(timeout=20) for r in results] == [x * x for x in range(10)]
+        assert time.monotonic() - started < 10.0
+        assert pool.scheduler.calls["submit"] == 1
+
+
 def test_a_burst_with_gaps_to_a_warm_worker_is_still_one_submission(tmp_path):
     # Calls 3 ms apart, more than one idle worker can take: the short window
     # must not cut the burst into maps that each submit workers.

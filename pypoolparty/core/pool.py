@@ -272,14 +272,12 @@ class ClusterPool:
 
     def _flush_applies(self) -> bool:
         """Run the gathered apply_async calls as one map; True if some wait."""
-        # Idle workers that can take every call gathered so far: a map now
-        # costs no submission, so the calls need not wait for more company.
+        # Idle workers that can take every call gathered so far, or as many
+        # as the pool may have: a map now costs no submission, so the calls
+        # need not wait for more company.
         fleet = self._launcher.fleet_or_none
-        warm = (
-            fleet is not None
-            and not self._supervisor.runs()
-            and len(self._applies) <= fleet.num_available()
-        )
+        available = 0 if fleet is None or self._supervisor.runs() else fleet.num_available()
+        warm = available > 0 and (len(self._applies) <= available or available >= self._processes)
         calls = self._applies.take(
             at_once=self._state != RUN,
             quiet=applies.WARM_QUIET_SECONDS if warm else None,
