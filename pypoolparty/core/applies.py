@@ -4,8 +4,9 @@ map.
 
 Calls made in quick succession are gathered in an :class:`ApplyQueue` and
 run as one map (at most one submission) once no call came for
-:data:`QUIET_SECONDS` (:data:`WARM_QUIET_SECONDS` when idle workers wait)
-or the oldest waited :data:`MAX_WAIT_SECONDS`; job
+:data:`QUIET_SECONDS` (:data:`WARM_QUIET_SECONDS` when the workers up can
+take them without a submission) or the oldest waited
+:data:`MAX_WAIT_SECONDS`; job
 ``i`` of that map is call ``i`` and has its own :class:`ApplyResult`.
 """
 from __future__ import annotations
@@ -21,8 +22,9 @@ from .results import Cancellable, Pair
 
 #: A burst ends when no call came for this long ...
 QUIET_SECONDS = 0.05
-#: ... or this long when idle workers can take every call gathered so far
-#: (no submission to save: a lone call does not wait for company) ...
+#: ... or this long when idle workers can take every call gathered so far,
+#: or all the workers the pool may have are up (no submission to save: a
+#: lone call does not wait for company) ...
 WARM_QUIET_SECONDS = 0.002
 #: ... or when its oldest call waited this long.
 MAX_WAIT_SECONDS = 0.5
