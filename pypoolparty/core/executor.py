@@ -13,7 +13,10 @@ kept dying gets :class:`~pypoolparty.errors.JobsLostError`, a
 Futures among a call's arguments are waited for (:mod:`.future_args`): the
 call goes to the pool once they are done, with their results in their
 place. ``map(..., chunksize=n)`` runs n calls as one job
-(:mod:`.chunked_map`).
+(:mod:`.chunked_map`). ``submit(..., resource_dict=...)`` runs the call on
+the pool of its resources, one pool per set (:mod:`.resource_pools`); with
+``cores`` > 1 on that many MPI ranks. At interpreter exit the calls
+submitted run to their end, as the stdlib's executors do.
 """
 from __future__ import annotations
 
