@@ -76,10 +76,10 @@ class RankCalls:
         self.link = link
 
     def initialize(self, init_pickle: bytes) -> None:
+        from .worker import run_initializer
+
         self.link.to_others((INIT, init_pickle))
-        initializer, initargs = pickle.loads(init_pickle)
-        if initializer is not None:
-            initializer(*initargs)
+        run_initializer(init_pickle)
 
     def open(self, name: str, view, spec_pickle: bytes) -> None:
         manifest = view.manifest
@@ -123,7 +123,7 @@ def combined(parts: typing.Sequence[outcomes.Outcome]) -> outcomes.Outcome:
 
 def follow(link: RankLink) -> None:
     """A rank other than 0: run what rank 0 sends until it says stop."""
-    from .worker import adopt_driver_paths, call_outcome, load_spec
+    from .worker import adopt_driver_paths, call_outcome, load_spec, run_initializer
 
     specs: typing.Dict[str, typing.Union[CallSpec, outcomes.Failure]] = {}
     setup_failure: typing.Optional[outcomes.Failure] = None
@@ -134,14 +134,12 @@ def follow(link: RankLink) -> None:
             return
         if kind == INIT:
             try:
-                initializer, initargs = pickle.loads(message[1])
-                if initializer is not None:
-                    initializer(*initargs)
+                run_initializer(message[1])
             except BaseException as exc:  # SystemExit too: rank 0 then ends the worker
                 setup_failure = outcomes.failure_of(exc)
         elif kind == OPEN:
             name, spec_pickle, cwd, sys_path = message[1:]
-            adopt_driver_paths(_Paths(cwd, sys_path))
+            adopt_driver_paths(cwd, sys_path)
             try:
                 specs[name] = load_spec(spec_pickle)
             except Exception as exc:
@@ -163,13 +161,6 @@ def follow(link: RankLink) -> None:
                     outcome = outcomes.Outcome(failure=outcomes.failure_of(exc))
             result = outcomes.ChunkResult(chunk=-1, worker_id="", outcomes=[outcome])
             link.send(outcomes.encode(result), 0)
-
-
-class _Paths(typing.NamedTuple):
-    """What :func:`~pypoolparty.core.worker.adopt_driver_paths` reads."""
-
-    cwd: str
-    sys_path: typing.List[str]
 
 
 def main(pool_dir: PoolDir, worker_id: str, ranks: int) -> int:

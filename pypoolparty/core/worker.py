@@ -79,12 +79,20 @@ class MapView:
     """Chunks this worker claimed before the scheduler requeued it."""
 
 
-def adopt_driver_paths(manifest: Manifest) -> None:
-    """Let this process import what the driver could import."""
-    if os.path.isdir(manifest.cwd):
-        os.chdir(manifest.cwd)
-    missing = [p for p in manifest.sys_path if p not in sys.path]
+def adopt_driver_paths(cwd: str, sys_path: typing.Sequence[str]) -> None:
+    """Let this process import what the driver could import: the map's
+    ``cwd`` and ``sys_path`` (its manifest's)."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    missing = [p for p in sys_path if p not in sys.path]
     sys.path[:0] = missing
+
+
+def run_initializer(init_pickle: bytes) -> None:
+    """Run the pool's ``(initializer, initargs)`` from its pickle."""
+    initializer, initargs = pickle.loads(init_pickle)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def load_spec(spec_pickle: bytes) -> CallSpec:
@@ -98,7 +106,7 @@ def load_spec(spec_pickle: bytes) -> CallSpec:
 def open_map(work_dir: WorkDir) -> typing.Tuple[MapView, bytes]:
     """Read a map's manifest and what to call (and its pickle)."""
     manifest = work_dir.read_manifest()
-    adopt_driver_paths(manifest)
+    adopt_driver_paths(manifest.cwd, manifest.sys_path)
     view = MapView(work_dir=work_dir, manifest=manifest)
     spec_pickle = work_dir.read_func_pickle()
     try:
@@ -119,9 +127,7 @@ class Calls:
 
     def initialize(self, init_pickle: bytes) -> None:
         """Run ``(initializer, initargs)`` from its pickle."""
-        initializer, initargs = pickle.loads(init_pickle)
-        if initializer is not None:
-            initializer(*initargs)
+        run_initializer(init_pickle)
 
     def open(self, name: str, view: "MapView", spec_pickle: bytes) -> None:
         """A map this worker starts to serve."""
