@@ -65,6 +65,10 @@ def long_name(key: str) -> str:
     key = str(key).lstrip("-")
     return SHORT_OPTIONS.get(key, key.replace("_", "-"))
 
+#: srun's options for the ranks of a call on several MPI ranks: a rank that
+#: dies takes the others with it (rank 0 would wait for its part forever).
+MPI_SRUN_OPTIONS = ("--kill-on-bad-exit=1",)
+
 #: What SLURM's clients say when the controller is busy or away for a while.
 TRANSIENT_PATTERNS = (
     r"unable to contact slurm controller",
@@ -210,8 +214,7 @@ class SlurmScheduler(Scheduler):
 
     def mpi_launcher(self) -> typing.List[str]:
         """``srun`` inside the job starts its ``--ntasks`` ranks."""
-        # A rank that dies takes the others with it: rank 0 would wait for it.
-        argv = [self.commands.srun, "--ntasks={:d}".format(self.resources.cores), "--kill-on-bad-exit=1"]
+        argv = [self.commands.srun, "--ntasks={:d}".format(self.resources.cores), *MPI_SRUN_OPTIONS]
         cpus = self.sbatch_options.get("cpus-per-task")
         if cpus not in (None, False, True):
             # srun does not take it from the job's environment (SLURM >= 22.05)

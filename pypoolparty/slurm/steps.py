@@ -53,7 +53,7 @@ from ..core.scheduler import Scheduler, SubmitRequest, WorkerState, WorkerStatus
 from ..processes import detached
 from ..processes.adapter import ProcessScheduler
 from . import parsing
-from .adapter import SBATCH_OPTIONS, TRANSIENT_PATTERNS, format_options, long_name, with_shape
+from .adapter import MPI_SRUN_OPTIONS, SBATCH_OPTIONS, TRANSIENT_PATTERNS, format_options, long_name, with_shape
 
 #: srun options the pool sets itself (the allocation, the step's shape, its
 #: output), by their long names.
@@ -279,7 +279,7 @@ class StepScheduler(Scheduler):
 
     def submit(self, request: SubmitRequest, log: EventLog) -> typing.List[str]:
         """Start the workers' srun processes now; return their ids."""
-        mpi = ["--kill-on-bad-exit=1"] if self.resources.is_mpi else []  # as SlurmScheduler.mpi_launcher
+        mpi = list(MPI_SRUN_OPTIONS) if self.resources.is_mpi else []
         argv = (
             self.srun_argv(request.name, self.resources.cores)
             + mpi
