@@ -34,13 +34,11 @@ cluster's slots to itself.
     python benchmarks/executor_latency.py --running   # the cluster of $SLURM_CONF
     python benchmarks/executor_latency.py --quick     # a smoke run: fewer repeats
 """
-import argparse
 import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 
 import pypoolparty.slurm
@@ -48,11 +46,11 @@ import slurm_calls
 from bench_jobs import trivial
 from map_overhead import (
     SBATCH_OPTIONS,
-    add_cluster_options,
     benchmark_cluster,
     cluster_cpus,
     describe_cluster,
     new_pool,
+    quick_run_arguments,
     timed,
 )
 from warm_maps import bare_array_seconds, settled, unique_name, wait_until_gone
@@ -231,16 +229,9 @@ def measure_cold(slots, sizes, work_root):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_cluster_options(parser)
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="a smoke run: {:d} calls, {:d} bursts, {:d} cold repeats".format(
-            QUICK.calls, QUICK.bursts, QUICK.cold_repeats),
-    )
-    args = parser.parse_args()
+    args = quick_run_arguments(__doc__, "{:d} calls, {:d} bursts, {:d} cold repeats".format(
+        QUICK.calls, QUICK.bursts, QUICK.cold_repeats))
     sizes = QUICK if args.quick else FULL
-    sys.stdout.reconfigure(line_buffering=True)
 
     with benchmark_cluster(args.running, args.stock) as work_root:
         slots = cluster_cpus()

@@ -134,6 +134,18 @@ def add_cluster_options(parser):
     )
 
 
+def quick_run_arguments(doc, quick_help):
+    """The command line of a script with a smoke run: the cluster options
+    (:func:`add_cluster_options`) and ``--quick`` (``quick_help`` says what
+    it runs); stdout line-buffered, so that a long run shows as it goes."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    add_cluster_options(parser)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: " + quick_help)
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
+    return args
+
+
 def describe_cluster(slots):
     """One line: the CPU slots, the scheduler's parameters, Python's version."""
     config = subprocess.run(

@@ -32,7 +32,6 @@ cluster's first scheduling pass is not counted.
     python benchmarks/warm_maps.py --running   # the cluster of $SLURM_CONF
     python benchmarks/warm_maps.py --quick     # a smoke run: 10 maps, 5 emcee steps
 """
-import argparse
 import dataclasses
 import math
 import multiprocessing
@@ -52,11 +51,11 @@ import slurm_calls
 from bench_jobs import trivial
 from map_overhead import (
     SBATCH_OPTIONS,
-    add_cluster_options,
     benchmark_cluster,
     cluster_cpus,
     describe_cluster,
     new_pool,
+    quick_run_arguments,
     spread,
     timed,
 )
@@ -271,16 +270,9 @@ def measure_emcee(slots, sizes):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_cluster_options(parser)
-    parser.add_argument(
-        "--quick", action="store_true",
-        help="a smoke run: {:d} maps, {:d} emcee steps, {:d} cold repeats".format(
-            QUICK.maps, QUICK.emcee_steps, QUICK.cold_repeats),
-    )
-    args = parser.parse_args()
+    args = quick_run_arguments(__doc__, "{:d} maps, {:d} emcee steps, {:d} cold repeats".format(
+        QUICK.maps, QUICK.emcee_steps, QUICK.cold_repeats))
     sizes = QUICK if args.quick else FULL
-    sys.stdout.reconfigure(line_buffering=True)
 
     with benchmark_cluster(args.running, args.stock) as work_root:
         slots = cluster_cpus()
