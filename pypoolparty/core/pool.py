@@ -275,9 +275,11 @@ class ClusterPool:
         # Idle workers that can take every call gathered so far, or as many
         # as the pool may have: a map now costs no submission, so the calls
         # need not wait for more company.
+        # (Asked only while calls wait: the supervisor runs this every round.)
+        waiting = len(self._applies)
         fleet = self._launcher.fleet_or_none
-        available = 0 if fleet is None or self._supervisor.runs() else fleet.num_available()
-        warm = available > 0 and (len(self._applies) <= available or available >= self._processes)
+        available = 0 if not waiting or fleet is None or self._supervisor.runs() else fleet.num_available()
+        warm = available > 0 and (waiting <= available or available >= self._processes)
         calls = self._applies.take(
             at_once=self._state != RUN,
             quiet=applies.WARM_QUIET_SECONDS if warm else None,
