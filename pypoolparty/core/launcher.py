@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import socket
 import threading
 import typing
+
+import cloudpickle
 
 from . import chunking, inputs, keys, stored_call
 from .calling import CallSpec
@@ -108,13 +111,26 @@ class Launcher:
                     pool_dir=pool_dir.path,
                     processes=self.settings.processes,
                     store=None if self.store is None else self.store.path,
+                    driver_host=socket.gethostname(),
+                    driver_pid=os.getpid(),
                     **dataclasses.asdict(self.settings.worker),
                 )
+                self._keep_scheduler(pool_dir, log)
                 self._fleet = Fleet(self.scheduler, pool_dir, self.settings.fleet, log)
                 self.pool_dir = pool_dir
                 if self._closed:
                     pool_dir.mark(CLOSED)
             return self.pool_dir, self._fleet
+
+    def _keep_scheduler(self, pool_dir: PoolDir, log: EventLog) -> None:
+        """Leave the adapter in the pool dir for the command line; an
+        adapter that cannot travel (a test's fake) is logged and left out."""
+        try:
+            data = cloudpickle.dumps(self.scheduler)
+        except Exception as exc:
+            log.event("scheduler_not_kept", error=repr(exc))
+            return
+        pool_dir.write_scheduler(data)
 
     @property
     def fleet_or_none(self) -> typing.Optional[Fleet]:

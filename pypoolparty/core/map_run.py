@@ -40,6 +40,11 @@ from .workers import Fleet
 
 logger = logging.getLogger("pypoolparty")
 
+#: The log keeps the remote traceback of this many failed jobs per map (the
+#: report shows them), each cut to its last this many characters.
+LOGGED_TRACEBACKS = 100
+LOGGED_TRACEBACK_CHARS = 4000
+
 
 class Step(enum.Enum):
     """What a decision step left behind."""
@@ -111,6 +116,7 @@ class MapRun:
         ] * self.num_chunks
         self.num_finished = 0
         self.losses: typing.Dict[int, typing.List[reports.Loss]] = {}
+        self._tracebacks_logged = 0
         pool_dir.open_map(work_dir)
 
     # ------------------------------------------------------------ queries
@@ -182,6 +188,16 @@ class MapRun:
         self.results[chunk] = result
         self.num_finished += 1
         self.fleet.credit(result.worker_id)
+        self.log.event(
+            "chunk_done",
+            chunk=chunk,
+            worker=result.worker_id,
+            host=result.host,
+            started=round(result.started, 3),
+            ended=round(result.ended, 3),
+            num_jobs=len(self.chunk_jobs(chunk)),
+            failed=result.failure is not None,
+        )
         pairs = []
         for job, outcome in zip(self.chunk_jobs(chunk), result.outcomes):
             if outcome.ok:
@@ -200,8 +216,17 @@ class MapRun:
         self, job: int, worker_id: str, failure: outcomes.Failure
     ) -> BaseException:
         """The job's own exception, its remote traceback attached as cause."""
+        fields = {}
+        if self._tracebacks_logged < LOGGED_TRACEBACKS:
+            self._tracebacks_logged += 1
+            fields["traceback"] = failure.traceback[-LOGGED_TRACEBACK_CHARS:]
         self.log.event(
-            "job_raised", job=job, worker=worker_id, exception=repr(failure.exception)
+            "job_raised",
+            job=job,
+            worker=worker_id,
+            exception=repr(failure.exception),
+            exception_type=type(failure.exception).__qualname__,
+            **fields,
         )
         exc = failure.exception
         exc.__cause__ = errors.RemoteTraceback(

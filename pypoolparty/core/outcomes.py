@@ -53,12 +53,17 @@ class ChunkResult:
     """The outcomes of one chunk's jobs, in order.
 
     A chunk whose job failed holds the outcomes up to and including the
-    failure; the worker stops there.
+    failure; the worker stops there. ``started`` and ``ended`` are the
+    worker's clock (seconds since the epoch) around the chunk's run, and
+    ``host`` its machine: the report's timeline.
     """
 
     chunk: int
     worker_id: str
     outcomes: typing.List[Outcome]
+    started: float = 0.0
+    ended: float = 0.0
+    host: str = ""
 
     @property
     def failure(self) -> typing.Optional[typing.Tuple[int, Failure]]:
@@ -121,18 +126,19 @@ def _encodable(outcome: Outcome) -> Outcome:
 def encode(result: ChunkResult) -> bytes:
     """Pickle a chunk's outcomes; unpicklable ones become MaybeEncodingError."""
     # Exceptions are rare and may pickle but fail to unpickle: check each.
+    times = (result.started, result.ended, result.host)
     payload = [_plain(o if o.ok else _encodable(o)) for o in result.outcomes]
     try:
-        return cloudpickle.dumps((_TAG, result.chunk, result.worker_id, payload))
+        return cloudpickle.dumps((_TAG, result.chunk, result.worker_id, payload, times))
     except Exception:
         pass
     payload = [_plain(_encodable(o)) for o in result.outcomes]
-    return cloudpickle.dumps((_TAG, result.chunk, result.worker_id, payload))
+    return cloudpickle.dumps((_TAG, result.chunk, result.worker_id, payload, times))
 
 
 def decode(data: bytes) -> ChunkResult:
     """Unpickle what :func:`encode` wrote."""
-    tag, chunk, worker_id, payload = pickle.loads(data)
+    tag, chunk, worker_id, payload, *times = pickle.loads(data)
     if tag != _TAG:
         raise ValueError("not a pypoolparty chunk result")
     outcomes = []
@@ -141,4 +147,7 @@ def decode(data: bytes) -> ChunkResult:
             outcomes.append(Outcome(value=item))
         else:
             outcomes.append(Outcome(failure=Failure(*item)))
-    return ChunkResult(chunk=chunk, worker_id=worker_id, outcomes=outcomes)
+    result = ChunkResult(chunk=chunk, worker_id=worker_id, outcomes=outcomes)
+    if times:  # workers before the report wrote none
+        result.started, result.ended, result.host = times[0]
+    return result

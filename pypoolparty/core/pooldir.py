@@ -6,6 +6,8 @@ The only code that knows this layout::
     <pool dir>/                  mode 0700, one per pool
         settings.json            the workers' settings (WorkerSettings)
         init.pickle              cloudpickle of (initializer, initargs)
+        scheduler.pickle         cloudpickle of the scheduler adapter, for
+                                 the command line (status, cancel)
         open/<map name>          an empty file per map in flight
         open/closed              the pool takes no more maps
         open/stop                the pool was terminated: workers leave now
@@ -35,6 +37,7 @@ from .workdir import Folder, WorkDir, make_private_dir, open_private, write_atom
 
 SETTINGS = "settings.json"
 INIT = "init.pickle"
+SCHEDULER = "scheduler.pickle"
 OPEN = "open"
 WORKERS = "workers"
 EXITS = "exits"
@@ -221,6 +224,19 @@ class PoolDir(Folder):
             return sorted(n for n in os.listdir(self.path) if n.startswith(MAP_PREFIX))
         except FileNotFoundError:
             return []
+
+    def write_scheduler(self, scheduler_pickle: bytes) -> None:
+        """Keep the adapter, so that another process can ask about and
+        cancel this pool's workers (the command line)."""
+        write_atomic(self.join(SCHEDULER), scheduler_pickle)
+
+    def read_scheduler_pickle(self) -> typing.Optional[bytes]:
+        """The adapter's pickle, or None if the pool kept none."""
+        try:
+            with open(self.join(SCHEDULER), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
 
     # --------------------------------------------------------------- worker
     def read_settings(self) -> WorkerSettings:

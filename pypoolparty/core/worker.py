@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import os
 import pickle
+import socket
 import sys
 import time
 import typing
@@ -48,6 +49,8 @@ POLL_MAX = 2.0
 TIME_LIMIT_MARGIN = 10.0
 #: A chunk is expected to take up to this many times the longest one seen.
 CHUNK_TIME_SAFETY = 1.5
+#: This machine, as a chunk's result names it.
+HOST = socket.gethostname()
 
 
 class Backoff:
@@ -316,6 +319,7 @@ class Worker:
         if not self.initialized:
             self.initialize()
         started = time.monotonic()
+        wall_started = time.time()
         manifest = view.manifest
         num_jobs = len(manifest.chunk_range(chunk))
         failure = self.setup_failure or view.failure
@@ -331,6 +335,7 @@ class Worker:
                     view.spec, jobs, chunk, self.worker_id,
                     lambda spec, job: self.calls.outcome(view.work_dir.name, spec, job),
                 )
+        result.started, result.ended, result.host = wall_started, time.time(), HOST
         try:
             view.work_dir.write_result(chunk, outcomes.encode(result))
         except FileNotFoundError:
