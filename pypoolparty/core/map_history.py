@@ -198,11 +198,12 @@ def read(log_path: str, map_dir: str = "") -> MapHistory:
     """
     history = MapHistory(path=map_dir or log_path.rsplit("/", 1)[0])
     for record in event_log.read(log_path):
-        _take(history, record.get("event", ""), timestamp(record["t"]), record)
+        take(history, record.get("event", ""), timestamp(record["t"]), record)
     return history
 
 
-def _take(h: MapHistory, name: str, t: float, r: dict) -> None:
+def take(h: MapHistory, name: str, t: float, r: dict) -> None:
+    """Add the event ``name`` of time ``t`` and fields ``r`` to ``h``."""
     h.last_event = max(h.last_event, t)
     if name == "map":
         h.started = t

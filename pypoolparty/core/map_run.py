@@ -236,12 +236,27 @@ class MapRun:
         )
         return exc
 
+    def cancel_if_asked(self) -> bool:
+        """End the map if ``pypoolparty cancel`` asked for it (one open of
+        a file; looked at before workers are submitted and when some ended,
+        not every round)."""
+        with self.lock:
+            if not self.active:
+                return False
+            note = self.work_dir.cancel_request()
+            if note is None:
+                return False
+            who = " by {}@{}".format(note.get("user", "?"), note.get("host", "?")) if note else ""
+            self.cancel("the map was cancelled with `pypoolparty cancel`" + who)
+            return True
+
     # ------------------------------------------------------ scheduler poll
     def after_workers_ended(self) -> None:
         """A poll confirmed that workers ended: take their last results,
-        release what they left unfinished."""
+        release what they left unfinished (unless the map was cancelled
+        from the command line)."""
         with self.lock:
-            if not self.active:
+            if not self.active or self.cancel_if_asked():
                 return
             for step in (self._read_new_results, self._release_lost):
                 if step() is Step.ENDED:

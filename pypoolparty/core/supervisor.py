@@ -254,6 +254,7 @@ class Supervisor:
         and no more are started than there are unclaimed chunks.
         """
         fleet = self.fleet
+        runs = [r for r in runs if not r.cancel_if_asked()]
         demand = sum(r.unfinished() for r in runs)
         want = min(fleet.settings.processes, demand) - fleet.num_available()
         if want <= 0:

@@ -12,6 +12,9 @@ The only code that knows the layout of a map's work dir::
                                (in the pool dir, see :mod:`.pooldir`)
         results/<chunk>.pickle one per finished chunk, written then renamed
         log.jsonl              the driver's JSON-lines log of this map
+        cancel.json            written by ``pypoolparty cancel``: the driver
+                               cancels the map when it sees it
+        report.html            the report page, on failure or on request
 
 The number of files grows with the number of chunks, never with the number
 of jobs. Workers claim chunks with ``os.link``, which is atomic and fails if
@@ -42,6 +45,7 @@ JOBS = "jobs.pickle"
 CLAIMS = "claims"
 RESULTS = "results"
 LOG = "log.jsonl"
+CANCEL = "cancel.json"
 RESULT_SUFFIX = ".pickle"
 
 
@@ -340,6 +344,21 @@ class WorkDir(Folder):
             return True
         except FileExistsError:
             return False
+
+    # ------------------------------------------------------- command line
+    def request_cancel(self, note: dict) -> None:
+        """Ask the map's driver to cancel it (``note`` says who and when)."""
+        write_atomic(self.join(CANCEL), json.dumps(note).encode())
+
+    def cancel_request(self) -> typing.Optional[dict]:
+        """What :meth:`request_cancel` wrote, or None (one open)."""
+        try:
+            with open(self.join(CANCEL), "rt") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
 
     def write_result(self, chunk: int, data: bytes) -> None:
         write_atomic(self.result_path(chunk), data)

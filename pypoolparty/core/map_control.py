@@ -1,0 +1,180 @@
+"""
+Acting on a work dir from outside the driver: cancel a map, clean up.
+
+The command line's ``cancel`` and ``clean`` (:mod:`pypoolparty.cli`). A map
+is cancelled in three steps, so that neither its driver nor its workers go
+on with it: a note in the map dir asks the driver to end the map (it looks
+when its workers end, and before it submits new ones); the map leaves the
+pool's ``open/`` list, so no worker claims another of its chunks; and the
+workers running its chunks are cancelled with the adapter the pool kept --
+all the pool's live workers when no other map of the pool is open. A driver
+that died is thus not needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import getpass
+import os
+import socket
+import time
+import typing
+
+from .. import errors
+from . import work_listing
+from .event_log import EventLog
+from .pooldir import CLOSED, STOP, PoolDir
+
+
+@dataclasses.dataclass
+class CancelOutcome:
+    """What ``cancel`` did.
+
+    ``workers`` were cancelled; ``error`` is why some could not be (then
+    ``left`` names them, to cancel by hand).
+    """
+
+    map_dir: str
+    already_ended: bool = False
+    workers: typing.List[str] = dataclasses.field(default_factory=list)
+    left: typing.List[str] = dataclasses.field(default_factory=list)
+    error: str = ""
+
+
+@dataclasses.dataclass
+class CleanOutcome:
+    """What ``clean`` removed (or would, with ``dry_run``) and what it kept, and why."""
+
+    removed: typing.List[str] = dataclasses.field(default_factory=list)
+    kept: typing.List[typing.Tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def cancel_map(path: str) -> CancelOutcome:
+    """Cancel the map in ``path`` and its workers.
+
+    Raises
+    ------
+    work_listing.NotAWorkDir
+        If ``path`` is not a map dir.
+    """
+    pool_dir, work_dir = work_listing.map_dir(path)
+    _, pool_event = work_listing.read_pool_log(pool_dir)
+    driver = work_listing.driver_of(pool_event)
+    status = work_listing.map_status(work_dir, driver, time.time())
+    outcome = CancelOutcome(map_dir=work_dir.path)
+    if status.state.ended:
+        outcome.already_ended = True
+        return outcome
+    work_dir.request_cancel(
+        {
+            "time": datetime.datetime.now().isoformat(timespec="seconds"),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "user": getpass.getuser(),
+        }
+    )
+    pool_dir.close_map(work_dir)
+    if driver is not None and driver.alive is False:
+        # No driver will end the map: say so in its log (no one else writes it).
+        log = EventLog(work_dir.log_path, append=True)
+        log.warning("cancelled", reason="cancelled with `pypoolparty cancel`; its driver was gone")
+        log.close()
+    scheduler = work_listing.load_scheduler(pool_dir)
+    targets = _workers_of(pool_dir, work_dir, scheduler)
+    if not targets:
+        return outcome
+    if scheduler is None:
+        outcome.left = targets
+        outcome.error = (
+            "the pool kept no scheduler adapter it could load (scheduler.pickle), so its "
+            "workers must be cancelled by hand"
+        )
+        return outcome
+    try:
+        scheduler.cancel(targets, EventLog(None))
+    except errors.SchedulerCommandError as err:
+        outcome.left = targets
+        outcome.error = str(err)
+        return outcome
+    outcome.workers = targets
+    return outcome
+
+
+def _workers_of(pool_dir: PoolDir, work_dir, scheduler) -> typing.List[str]:
+    """The workers to cancel: those running the map's chunks, or all the
+    pool's live workers when no other map of the pool is open."""
+    try:
+        others_open = bool(pool_dir.look().maps)
+    except FileNotFoundError:
+        others_open = False
+    if not others_open:
+        return work_listing.live_workers(pool_dir, scheduler)
+    try:
+        unfinished = work_dir.claimed_chunks() - work_dir.finished_chunks()
+        return sorted(set(work_dir.claims(sorted(unfinished)).values()))
+    except FileNotFoundError:
+        return []
+
+
+def clean(path: str, dry_run: bool = False) -> CleanOutcome:
+    """Remove the maps under ``path`` that ended, and pools with nothing left.
+
+    A map is removed when its log says it completed, failed or was
+    cancelled. A pool's folder goes when no map is left in it, none of its
+    workers is alive, and it was closed or stopped or its driver is gone.
+    Everything else is kept, with the reason.
+
+    Raises
+    ------
+    work_listing.NotAWorkDir
+        If ``path`` holds no pool.
+    """
+    pools = work_listing.pool_dirs(path)
+    if not pools and not os.path.isdir(path):
+        raise work_listing.NotAWorkDir("{!r} is not a folder".format(path))
+    outcome = CleanOutcome()
+    for pool_dir in pools:
+        status = work_listing.pool_status(pool_dir)
+        left = 0
+        for m in status.maps:
+            if m.state.ended:
+                outcome.removed.append(m.path)
+                if not dry_run:
+                    pool_dir.map_dir(m.name).remove()
+            else:
+                left += 1
+                outcome.kept.append((m.path, _why_kept(m.state)))
+        why = _why_pool_kept(pool_dir, status, left)
+        if why:
+            outcome.kept.append((pool_dir.path, why))
+            continue
+        outcome.removed.append(pool_dir.path)
+        if not dry_run:
+            pool_dir.remove()
+    return outcome
+
+
+def _why_kept(state: "work_listing.MapState") -> str:
+    if state is work_listing.MapState.DRIVER_GONE:
+        return (
+            "its driver is gone but it did not end: with a store, the same call run "
+            "again adopts it; `pypoolparty cancel` it to let clean remove it"
+        )
+    return "it is " + state.value
+
+
+def _why_pool_kept(pool_dir: PoolDir, status: "work_listing.PoolStatus", maps_left: int) -> str:
+    if maps_left:
+        return "{:d} of its maps did not end".format(maps_left)
+    alive = sum(n for s, n in status.workers.items() if s != "ended")
+    if alive:
+        return "{:d} of its workers are alive ({:s})".format(
+            alive, ", ".join("{:d} {:s}".format(n, s) for s, n in sorted(status.workers.items()))
+        )
+    ended = any(os.path.exists(pool_dir.flag_path(f)) for f in (CLOSED, STOP))
+    if ended or (status.driver is not None and status.driver.alive is False):
+        return ""
+    if status.driver is not None and status.driver.alive:
+        return "its driver (pid {:d}) runs and may start another map".format(status.driver.pid)
+    host = status.driver.host if status.driver else "an unknown host"
+    return "it was not closed and its driver ran on {:s}, where it may still run".format(host)
