@@ -69,7 +69,7 @@ class TimelinePlan:
     submissions: typing.List[typing.Tuple[float, str, bool]]
     """(time, worker, whether it was the map's first submission)."""
     merged_below: float
-    """Bars less than this many seconds apart were merged."""
+    """Bars less than this many seconds apart were merged (0: none)."""
     labels: typing.List[str]
 
     @property
@@ -92,11 +92,12 @@ def pick_rows(history: MapHistory, max_rows: int) -> typing.List[str]:
 
 
 def merge(spans: typing.Iterable[Span], gap: float, min_width: float) -> typing.List[Span]:
-    """Spans at least ``min_width`` wide, those less than ``gap`` apart merged."""
+    """Spans at least ``min_width`` wide; those that overlap or are less
+    than ``gap`` apart merged."""
     out: typing.List[typing.List[float]] = []
     for t0, t1 in sorted(spans):
         t1 = max(t1, t0 + min_width)
-        if out and t0 - out[-1][1] <= gap:
+        if out and t0 - out[-1][1] < gap:
             out[-1][1] = max(out[-1][1], t1)
         else:
             out.append([t0, t1])
@@ -130,14 +131,14 @@ def plan_timeline(
     for run in history.runs:
         if run.worker in shown:
             (failed if run.failed else ok)[run.worker].append((run.started - t0, run.ended - t0))
-    gap = width / 4000.0
+    gap = 0.0
     while True:
         merged_ok = {w: merge(s, gap, width / 1500.0) for w, s in ok.items()}
-        merged_failed = {w: merge(s, gap, width / 400.0) for w, s in failed.items()}
+        merged_failed = {w: merge(s, gap, width / 150.0) for w, s in failed.items()}
         count = sum(map(len, merged_ok.values())) + sum(map(len, merged_failed.values()))
         if count <= max_bars:
             break
-        gap *= 4.0
+        gap = gap * 4.0 if gap else width / 4000.0
     submitted: typing.Dict[str, float] = {}
     submissions = []
     for i, sub in enumerate(history.submissions):
@@ -210,7 +211,9 @@ def timeline_svg(history: MapHistory, plan: TimelinePlan) -> str:
         if w in plan.alive:
             a, b = plan.alive[w]
             ax.plot([a, b], [i, i], color=ALIVE_COLOUR, lw=1.0, zorder=1, gid="alive-{:d}".format(i))
-        bars = ax.broken_barh([(a, b - a) for a, b in plan.ok[w]], (i - 0.35, 0.7), facecolors=OK_COLOUR, lw=0)
+        bars = ax.broken_barh(
+            [(a, b - a) for a, b in plan.ok[w]], (i - 0.35, 0.7), facecolors=OK_COLOUR, edgecolors="white", lw=0.3
+        )
         bars.set_gid("row-{:d}".format(i))
         bars.set_zorder(2)
     failed = [
@@ -219,7 +222,9 @@ def timeline_svg(history: MapHistory, plan: TimelinePlan) -> str:
         for a, b in plan.failed[w]
     ]
     if failed:
-        ax.add_collection(PolyCollection(failed, facecolors=FAILED_COLOUR, lw=0, zorder=3, gid="failed"))
+        ax.add_collection(
+            PolyCollection(failed, facecolors=FAILED_COLOUR, edgecolors="white", lw=0.3, zorder=3, gid="failed")
+        )
     row_of = {w: i for i, w in enumerate(plan.rows)}
     first = [(t, row_of[w]) for t, w, is_first in plan.submissions if is_first]
     later = [(t, row_of[w]) for t, w, is_first in plan.submissions if not is_first]

@@ -210,7 +210,7 @@ def _charts(h: MapHistory) -> str:
                 len(plan.rows), len(plan.rows) + plan.hidden
             )
         )
-    if plan.merged_below > (plan.span[1] - plan.span[0]) / 3000.0:
+    if plan.merged_below:
         notes.append("Bars less than {:.3g} s apart are drawn as one.".format(plan.merged_below))
     return "\n".join(
         [
