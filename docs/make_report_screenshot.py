@@ -75,7 +75,8 @@ def main(argv=None):
     try:
         with slurm(folder):
             report = failed_map_report(folder)
-        png = browser.screenshot(report, os.path.join(folder, "shot.png"), width=1280, height=args.height)
+        shot = os.path.join(folder, "shot.png")
+        png = browser.screenshot(report, shot, width=1280, height=args.height)
         with Image.open(png) as image:
             # A palette of 64 colours keeps text and charts sharp and the file small.
             image.convert("RGB").quantize(colors=64).save(args.out, optimize=True)

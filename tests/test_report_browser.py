@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 def chromium():
     if browser.find() is None:
         skip_policy.cluster_unavailable(
-            "Chromium", "it is not installed (Debian: apt-get install chromium; .ci/run installs it)"
+            "Chromium",
+            "it is not installed (Debian: apt-get install chromium; .ci/run installs it)",
         )
 
 

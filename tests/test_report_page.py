@@ -57,7 +57,8 @@ def failed(tmp_path_factory):
 
 def element(page, tag, element_id):
     """The HTML of the element ``<tag id="element_id">`` (not nested in its like)."""
-    m = re.search(r'<{0}\b[^>]*\bid="{1}"[^>]*>.*?</{0}>'.format(tag, re.escape(element_id)), page, re.S)
+    pattern = r'<{0}\b[^>]*\bid="{1}"[^>]*>.*?</{0}>'.format(tag, re.escape(element_id))
+    m = re.search(pattern, page, re.S)
     assert m, "no <{:s} id={:s}> in the page".format(tag, element_id)
     return m.group(0)
 
@@ -202,7 +203,8 @@ def test_a_report_that_cannot_be_written_hides_no_error(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match="bad job"):
             pool.map(Gate(tmp_path / "gate").job(which=[], fail=[2]), range(4))
     (map_dir,) = map_dirs(tmp_path / "work")
-    failed = [e for e in event_log.read(os.path.join(map_dir, "log.jsonl")) if e["event"] == "report_failed"]
+    events = event_log.read(os.path.join(map_dir, "log.jsonl"))
+    failed = [e for e in events if e["event"] == "report_failed"]
     assert len(failed) == 1 and "no room for the report" in failed[0]["error"]
 
 
@@ -222,7 +224,10 @@ def test_a_big_map_makes_a_small_page(tmp_path):
         log.event("chunk_done", chunk=chunk, worker=w, host="node7", started=t, ended=t + 0.9,
                   num_jobs=10, failed=chunk % 997 == 0)
     for i in range(40):
-        log.warning("chunk_lost", chunk=i, worker=workers[-1 - i], attempt=1, scheduler_state="NODE_FAIL", reason="")
+        log.warning(
+            "chunk_lost", chunk=i, worker=workers[-1 - i], attempt=1,
+            scheduler_state="NODE_FAIL", reason="",
+        )
     for i in range(3000):
         log.event("command", argv=["squeue", "--jobs=4242"], returncode=0, seconds=0.05, attempt=1)
     log.close()
@@ -236,7 +241,8 @@ def test_a_big_map_makes_a_small_page(tmp_path):
     assert "calls that worked left out" in page
     # Every worker with a loss or a failed chunk has its row.
     shown = set(row_labels(element(page, "figure", "timeline")))
-    troubled = {workers[-1 - i] for i in range(40)} | {workers[c % 300] for c in range(0, 6000, 997)}
+    lost = {workers[-1 - i] for i in range(40)}
+    troubled = lost | {workers[c % 300] for c in range(0, 6000, 997)}
     assert {report_charts.label(w, "node7") for w in troubled} <= shown
     # Where bars are too many, neighbours merge until they fit.
     plan = report_charts.plan_timeline(map_history.read(str(map_dir / "log.jsonl")), max_bars=300)
@@ -244,5 +250,7 @@ def test_a_big_map_makes_a_small_page(tmp_path):
 
 
 def test_bars_closer_than_the_gap_merge():
-    assert report_charts.merge([(0, 1), (1.05, 2), (5, 6)], gap=0.1, min_width=0) == [(0, 2), (5, 6)]
+    spans = [(0, 1), (1.05, 2), (5, 6)]
+    assert report_charts.merge(spans, gap=0.1, min_width=0) == [(0, 2), (5, 6)]
+    assert report_charts.merge(spans, gap=0.0, min_width=0) == spans
     assert report_charts.merge([(3, 3)], gap=0.1, min_width=0.5) == [(3, 3.5)]

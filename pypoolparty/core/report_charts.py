@@ -84,7 +84,7 @@ def pick_rows(history: MapHistory, max_rows: int) -> typing.List[str]:
     workers = history.workers
     if len(workers) <= max_rows:
         return workers
-    troubled = {loss.worker for loss in history.losses} | {r.worker for r in history.runs if r.failed}
+    troubled = {x.worker for x in history.losses} | {r.worker for r in history.runs if r.failed}
     first = [w for w in workers if w in troubled][:max_rows]
     others = [w for w in workers if w not in troubled][: max_rows - len(first)]
     chosen = set(first) | set(others)
@@ -173,8 +173,12 @@ def _figure(height: float, label_chars: int, top: float):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(WIDTH, height))
-    left = (0.25 + CHAR_WIDTH * max(label_chars, 12)) / WIDTH
-    fig.subplots_adjust(left=left, right=1.0 - 0.85 / WIDTH, top=1.0 - top / height, bottom=0.5 / height)
+    fig.subplots_adjust(
+        left=(0.25 + CHAR_WIDTH * max(label_chars, 12)) / WIDTH,
+        right=1.0 - 0.85 / WIDTH,
+        top=1.0 - top / height,
+        bottom=0.5 / height,
+    )
     return fig
 
 
@@ -188,47 +192,49 @@ def _svg(fig, name: str) -> str:
     # Text as text (searchable, small), not as glyph paths: only savefig
     # reads this setting, and only while this block runs.
     with matplotlib.rc_context({"svg.fonttype": "none"}):
-        fig.savefig(out, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+        no_metadata = dict.fromkeys(("Creator", "Date", "Format", "Type"))
+        fig.savefig(out, format="svg", metadata=no_metadata)
     svg = out.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg, count=2)
     svg = re.sub(r'(\bid="|url\(#|href="#)', r"\g<1>" + name + "-", svg)
-    svg = re.sub(r'<svg width="[^"]*" height="[^"]*"', '<svg id="{:s}-svg" class="chart"'.format(name), svg, count=1)
-    return svg
+    root = '<svg id="{:s}-svg" class="chart"'.format(name)
+    return re.sub(r'<svg width="[^"]*" height="[^"]*"', root, svg, count=1)
 
 
-def timeline_svg(history: MapHistory, plan: TimelinePlan) -> str:
-    """The timeline: a row per worker, a bar per chunk it ran, marks for
-    losses and submissions, a line at the map's end."""
+def _box(a: float, b: float, row: int) -> typing.List[Span]:
+    """The corners of a bar from ``a`` to ``b`` on ``row``."""
+    return [(a, row - 0.35), (a, row + 0.35), (b, row + 0.35), (b, row - 0.35)]
+
+
+def _draw_rows(ax, plan: TimelinePlan) -> None:
+    """Each row's line from submission to end and its bars; the failed
+    chunks' bars in one collection over all rows."""
     from matplotlib.collections import PolyCollection
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
-    n = max(len(plan.rows), 1)
-    fig = _figure(1.2 + ROW_HEIGHT * n, max((len(s) for s in plan.labels), default=0), top=0.45)
-    ax = fig.add_subplot()
+    bar_style = dict(edgecolors="white", lw=0.3)
     for i, w in enumerate(plan.rows):
         if w in plan.alive:
-            a, b = plan.alive[w]
-            ax.plot([a, b], [i, i], color=ALIVE_COLOUR, lw=1.0, zorder=1, gid="alive-{:d}".format(i))
-        bars = ax.broken_barh(
-            [(a, b - a) for a, b in plan.ok[w]], (i - 0.35, 0.7), facecolors=OK_COLOUR, edgecolors="white", lw=0.3
-        )
-        bars.set_gid("row-{:d}".format(i))
-        bars.set_zorder(2)
-    failed = [
-        [(a, i - 0.35), (a, i + 0.35), (b, i + 0.35), (b, i - 0.35)]
-        for i, w in enumerate(plan.rows)
-        for a, b in plan.failed[w]
-    ]
+            alive = dict(color=ALIVE_COLOUR, lw=1.0, zorder=1, gid="alive-{:d}".format(i))
+            ax.plot(plan.alive[w], [i, i], **alive)
+        boxes = [_box(a, b, i) for a, b in plan.ok[w]]
+        row = dict(facecolors=OK_COLOUR, zorder=2, gid="row-{:d}".format(i), **bar_style)
+        ax.add_collection(PolyCollection(boxes, **row))
+    failed = [_box(a, b, i) for i, w in enumerate(plan.rows) for a, b in plan.failed[w]]
     if failed:
         ax.add_collection(
-            PolyCollection(failed, facecolors=FAILED_COLOUR, edgecolors="white", lw=0.3, zorder=3, gid="failed")
+            PolyCollection(failed, facecolors=FAILED_COLOUR, zorder=3, gid="failed", **bar_style)
         )
+
+
+def _draw_marks(ax, plan: TimelinePlan) -> None:
+    """Triangles where workers were submitted, crosses where chunks were lost."""
     row_of = {w: i for i, w in enumerate(plan.rows)}
-    first = [(t, row_of[w]) for t, w, is_first in plan.submissions if is_first]
-    later = [(t, row_of[w]) for t, w, is_first in plan.submissions if not is_first]
-    for points, colour, gid in ((first, SUBMITTED_COLOUR, "submissions"), (later, LATER_SUBMITTED_COLOUR, "later-submissions")):
+    for first, colour, gid in (
+        (True, SUBMITTED_COLOUR, "submissions"),
+        (False, LATER_SUBMITTED_COLOUR, "later-submissions"),
+    ):
+        points = [(t, row_of[w]) for t, w, is_first in plan.submissions if is_first is first]
         if points:
             ax.plot(*zip(*points), ">", color=colour, ms=5, ls="none", zorder=4, gid=gid)
     if plan.losses:
@@ -236,28 +242,50 @@ def timeline_svg(history: MapHistory, plan: TimelinePlan) -> str:
             [t for t, _ in plan.losses], [row_of[w] for _, w in plan.losses], "X",
             color=LOSS_COLOUR, mec="white", mew=0.6, ms=8, ls="none", zorder=5, gid="losses",
         )
-    end_label = _draw_end(ax, history)
-    ax.set_yticks(range(len(plan.rows)), labels=plan.labels, parse_math=False, fontsize=7, family="monospace")
+
+
+def _legend(ax, end_label: str, end_colour: str) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    def mark(marker, colour, text):
+        return Line2D([], [], marker=marker, color=colour, ls="none", label=text)
+
+    handles = [
+        Patch(color=OK_COLOUR, label="chunk run"),
+        Patch(color=FAILED_COLOUR, label="chunk with a failed job"),
+        Line2D([], [], color=ALIVE_COLOUR, label="worker submitted \u2192 ended"),
+        mark(">", SUBMITTED_COLOUR, "first submission"),
+        mark(">", LATER_SUBMITTED_COLOUR, "later submission"),
+        mark("X", LOSS_COLOUR, "chunk lost"),
+    ]
+    if end_label:
+        handles.append(Line2D([], [], color=end_colour, ls="--", label=end_label))
+    ax.legend(
+        handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(handles),
+        frameon=False, fontsize=7, handlelength=1.5, columnspacing=1.2, borderaxespad=0.2,
+    )
+
+
+def timeline_svg(history: MapHistory, plan: TimelinePlan) -> str:
+    """The timeline: a row per worker, a bar per chunk it ran, marks for
+    losses and submissions, a line at the map's end."""
+    n = max(len(plan.rows), 1)
+    label_chars = max((len(s) for s in plan.labels), default=0)
+    fig = _figure(1.2 + ROW_HEIGHT * n, label_chars, top=0.45)
+    ax = fig.add_subplot()
+    _draw_rows(ax, plan)
+    _draw_marks(ax, plan)
+    _legend(ax, _draw_end(ax, history), END_COLOURS[history.end])
+    ax.set_yticks(
+        range(len(plan.rows)), labels=plan.labels, parse_math=False, fontsize=7, family="monospace"
+    )
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_xlim(*plan.span)
     ax.set_xlabel("seconds since the map started (the workers' clocks)", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="x", color="#eeeeee", lw=0.6)
     ax.set_axisbelow(True)
-    handles = [
-        Patch(color=OK_COLOUR, label="chunk run"),
-        Patch(color=FAILED_COLOUR, label="chunk with a failed job"),
-        Line2D([], [], color=ALIVE_COLOUR, label="worker submitted \u2192 ended"),
-        Line2D([], [], marker=">", color=SUBMITTED_COLOUR, ls="none", label="first submission"),
-        Line2D([], [], marker=">", color=LATER_SUBMITTED_COLOUR, ls="none", label="later submission"),
-        Line2D([], [], marker="X", color=LOSS_COLOUR, ls="none", label="chunk lost"),
-    ]
-    if end_label:
-        handles.append(Line2D([], [], color=END_COLOURS[history.end], ls="--", label=end_label))
-    ax.legend(
-        handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(handles),
-        frameon=False, fontsize=7, handlelength=1.5, columnspacing=1.2, borderaxespad=0.2,
-    )
     return _svg(fig, "timeline")
 
 

@@ -25,7 +25,7 @@ import os
 import typing
 
 from .. import version
-from . import event_log, map_history, report_tables
+from . import event_log, map_history, report_charts, report_tables
 from .map_history import MapEnd, MapHistory
 from .pooldir import PoolDir
 from .workdir import LOG, write_atomic
@@ -99,14 +99,15 @@ class PoolFacts:
     def read(cls, map_dir: str) -> "PoolFacts":
         # An adopted map is linked into the adopting pool's folder: its
         # workers' output is in either.
-        parents = dict.fromkeys(os.path.dirname(p) for p in (map_dir, os.path.realpath(map_dir)))
+        here, linked = map_dir, os.path.realpath(map_dir)
+        parents = dict.fromkeys(os.path.dirname(p) for p in (here, linked))
         facts = cls([PoolDir(p) for p in parents])
         try:
             first = event_log.read(facts.pool_dirs[0].log_path)[0]
         except (OSError, ValueError, KeyError, IndexError):
             return facts
         if first.get("event") == "pool" and first.get("driver_host"):
-            facts.driver = "{} (pid {})".format(first.get("driver_host"), first.get("driver_pid", "?"))
+            facts.driver = "{} (pid {})".format(first["driver_host"], first.get("driver_pid", "?"))
         return facts
 
     def output_tail(self, worker: str) -> str:
@@ -126,7 +127,7 @@ def render(history: MapHistory, pool: PoolFacts) -> str:
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
         "<title>{:s}</title>".format(html.escape("pypoolparty report: " + name)),
         "<style>{:s}</style></head><body>".format(STYLE),
-        "<h1>pypoolparty map report: <span class=\"mono\">{:s}</span></h1>".format(html.escape(name)),
+        "<h1>pypoolparty map report: {:s}</h1>".format(report_tables.mono(name)),
         _summary(history, pool),
         _charts(history),
         report_tables.failures(history, pool.output_tail),
@@ -160,70 +161,75 @@ def duration(seconds: float) -> str:
 
 def _outcome(h: MapHistory) -> str:
     if h.end is MapEnd.RUNNING:
-        return "running, or its driver died: no end in the log yet (last event {:s}, {:s} after the start)".format(
-            clock(h.last_event), duration(h.last_event - h.started)
+        return (
+            "running, or its driver died: no end in the log yet (last event {:s}, {:s} after "
+            "the start)".format(clock(h.last_event), duration(h.last_event - h.started))
         )
-    return "{:s} at {:s}, after {:s}".format(h.end.value, clock(h.ended), duration(h.ended - h.started))
+    return "{:s} at {:s}, after {:s}".format(
+        h.end.value, clock(h.ended), duration(h.ended - h.started)
+    )
 
 
 def _summary(h: MapHistory, pool: PoolFacts) -> str:
-    failed_calls = sum(1 for c in h.calls if c.failed)
+    esc = html.escape
+    at_once = "" if h.processes is None else " (at most {} at once)".format(h.processes)
     rows = [
-        ("Outcome", '<span class="outcome-{:s}">{:s}</span>'.format(h.end.value, html.escape(_outcome(h)))),
+        ("Outcome", '<span class="outcome-{:s}">{:s}</span>'.format(h.end.value, esc(_outcome(h)))),
         ("Jobs done", "{:d} of {:d} ({:d} chunks)".format(h.jobs_done, h.num_jobs, h.num_chunks)),
-        ("Map", '<span class="mono">{:s}</span>'.format(html.escape(h.path))),
-        ("Scheduler", html.escape(h.scheduler)),
-        ("Function", "<br>".join('<span class="mono">{:s}</span>'.format(html.escape(f)) for f in h.funcs)),
-        ("Started", html.escape(clock(h.started))),
+        ("Map", report_tables.mono(h.path)),
+        ("Scheduler", esc(h.scheduler)),
+        ("Function", "<br>".join(report_tables.mono(f) for f in h.funcs)),
+        ("Started", esc(clock(h.started)) if h.started else "unknown: the log has no map event"),
         (
             "Workers",
-            "{:d} in {:d} submissions{:s}".format(
-                len(h.workers),
-                len(h.submissions),
-                "" if h.processes is None else " (at most {} at once)".format(html.escape(str(h.processes))),
-            ),
+            esc("{:d} in {:d} submissions{:s}".format(len(h.workers), len(h.submissions), at_once)),
         ),
-        ("Failures", "jobs that raised: {:d}; chunks lost: {:d}".format(len(h.failures), len(h.losses))),
-        ("Scheduler calls", "{:d} ({:d} failed)".format(len(h.calls), failed_calls)),
-        ("Driver", html.escape(pool.driver)),
+        (
+            "Failures",
+            "jobs that raised: {:d}; chunks lost: {:d}".format(len(h.failures), len(h.losses)),
+        ),
+        (
+            "Scheduler calls",
+            "{:d} ({:d} failed)".format(len(h.calls), sum(1 for c in h.calls if c.failed)),
+        ),
+        ("Driver", esc(pool.driver)),
     ]
     if h.error:
-        rows.append(("Error", "<pre>{:s}</pre>".format(html.escape(h.error))))
+        rows.append(("Error", "<pre>{:s}</pre>".format(esc(h.error))))
     body = "".join("<tr><th>{:s}</th><td>{:s}</td></tr>".format(k, v) for k, v in rows if v)
     return '<table class="facts" id="summary">{:s}</table>'.format(body)
 
 
+#: What the timeline shows, under it.
+TIMELINE_CAPTION = (
+    "One row per worker, one bar per chunk it ran (from the worker's clock); the marks show "
+    "when the driver submitted workers and noticed lost chunks."
+)
+
+
 def _charts(h: MapHistory) -> str:
     try:
-        from . import report_charts
-        import matplotlib  # noqa: F401  (the charts need it)
+        import matplotlib  # noqa: F401  (report_charts imports it where it draws)
     except ImportError:
         return (
             '<h2>Timeline</h2><p class="note" id="timeline">The charts need matplotlib, '
             "which is not installed here (pip install matplotlib).</p>"
         )
     plan = report_charts.plan_timeline(h)
-    notes = []
+    caption = [TIMELINE_CAPTION]
     if plan.hidden:
-        notes.append(
+        caption.append(
             "Showing {:d} of {:d} workers (those with a lost or failed chunk first).".format(
                 len(plan.rows), len(plan.rows) + plan.hidden
             )
         )
     if plan.merged_below:
-        notes.append("Bars less than {:.3g} s apart are drawn as one.".format(plan.merged_below))
+        caption.append("Bars less than {:.3g} s apart are drawn as one.".format(plan.merged_below))
     return "\n".join(
         [
             "<h2>Timeline</h2>",
             '<figure id="timeline">{:s}<figcaption class="note">{:s}</figcaption></figure>'.format(
-                report_charts.timeline_svg(h, plan),
-                html.escape(
-                    " ".join(
-                        ["One row per worker, one bar per chunk it ran (from the worker's clock);"
-                         " the marks show when the driver submitted workers and noticed lost chunks."]
-                        + notes
-                    )
-                ),
+                report_charts.timeline_svg(h, plan), html.escape(" ".join(caption))
             ),
             "<h2>Throughput</h2>",
             '<figure id="throughput">{:s}</figure>'.format(report_charts.throughput_svg(h, plan)),

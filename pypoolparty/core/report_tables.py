@@ -27,11 +27,21 @@ CALL_ROWS_EACH_END = 100
 #: Characters of a command line or a stderr shown.
 MAX_COMMAND_CHARS = 300
 
-Cell = typing.Union[str, "Raw"]
+FAILURE_COLUMNS = ("cause", "count", "last (s)", "example")
+LOSS_COLUMNS = ("noticed (s)", "chunk", "attempt", "worker", "scheduler state", "reason")
+WORKER_COLUMNS = (
+    "worker", "host", "submitted (s)", "chunks", "jobs", "failed chunks", "lost chunks",
+    "last state seen",
+)
+PROGRAM_COLUMNS = ("program", "calls", "failed", "seconds in all", "slowest (s)")
+CALL_COLUMNS = ("time (s)", "command", "return code", "seconds", "attempt", "stderr")
 
 
 class Raw(str):
     """HTML that a table cell takes as it is."""
+
+
+Cell = typing.Union[str, int, float, Raw]
 
 
 def table(
@@ -59,6 +69,22 @@ def table(
     return "".join(out)
 
 
+def section(title: str, *parts: str) -> str:
+    return "\n".join(["<h2>{:s}</h2>".format(html.escape(title)), *(p for p in parts if p)])
+
+
+def more(total: int, shown: int, what: str) -> str:
+    """The note that ``total - shown`` of ``what`` are left out, or ''."""
+    if total <= shown:
+        return ""
+    return note("{:d} more {:s} not shown.".format(total - shown, what))
+
+
+def mono(text: str) -> Raw:
+    """``text`` escaped, in a fixed-width font (ids, paths, commands)."""
+    return Raw('<span class="mono">{:s}</span>'.format(html.escape(text)))
+
+
 def note(text: str) -> str:
     return '<p class="note">{:s}</p>'.format(html.escape(text))
 
@@ -77,6 +103,7 @@ def seconds(h: MapHistory, t: float) -> str:
     return "{:.1f}".format(t - h.started)
 
 
+# ------------------------------------------------------------- failures
 def failures(h: MapHistory, output_tail: typing.Callable[[str], str]) -> str:
     """Failures grouped by cause, each with an example: a remote traceback,
     or a lost chunk's scheduler state, reason and its worker's output."""
@@ -87,20 +114,23 @@ def failures(h: MapHistory, output_tail: typing.Callable[[str], str]) -> str:
         [g.cause, g.count, seconds(h, g.last), Raw(_example(g, output_tail))]
         for g in groups[:MAX_FAILURE_GROUPS]
     ]
-    parts = ["<h2>Failures by cause</h2>", table("failures", ["cause", "count", "last (s)", "example"], rows)]
-    if len(groups) > MAX_FAILURE_GROUPS:
-        parts.append(note("{:d} more causes not shown.".format(len(groups) - MAX_FAILURE_GROUPS)))
-    if len(h.failures) >= 100:
-        parts.append(note("The log keeps the remote traceback of the first 100 jobs that raised."))
-    return "\n".join(parts)
+    return section(
+        "Failures by cause",
+        table("failures", FAILURE_COLUMNS, rows),
+        more(len(groups), MAX_FAILURE_GROUPS, "causes"),
+        note("The log keeps the remote traceback of the first 100 jobs that raised.")
+        if len(h.failures) > 100
+        else "",
+    )
 
 
 def _example(group: FailureGroup, output_tail: typing.Callable[[str], str]) -> str:
     ex = group.example
     if isinstance(ex, JobFailure):
         text = "job {:d} raised {:s} in worker {:s}".format(ex.job, ex.exception, ex.worker)
-        detail = pre(ex.traceback, "traceback") if ex.traceback else html.escape("(the log kept no traceback)")
-        return html.escape(text) + detail
+        if not ex.traceback:
+            return html.escape(text + " (the log kept no traceback)")
+        return html.escape(text) + pre(ex.traceback, "traceback")
     assert isinstance(ex, ChunkLoss)
     text = "chunk {:d} (attempt {:d}) lost with worker {:s}: scheduler state {:s}{:s}".format(
         ex.chunk,
@@ -110,12 +140,9 @@ def _example(group: FailureGroup, output_tail: typing.Callable[[str], str]) -> s
         " ({:s})".format(ex.reason) if ex.reason else "",
     )
     tail = output_tail(ex.worker)
-    detail = (
-        "<br>Its output ends with:" + pre(tail, "output")
-        if tail
-        else "<br>" + html.escape("(no output of this worker found)")
-    )
-    return html.escape(text) + detail
+    if not tail:
+        return html.escape(text) + "<br>(no output of this worker found)"
+    return html.escape(text) + "<br>Its output ends with:" + pre(tail, "output")
 
 
 def losses(h: MapHistory) -> str:
@@ -123,62 +150,53 @@ def losses(h: MapHistory) -> str:
     if not h.losses:
         return ""
     rows = [
-        [seconds(h, x.time), x.chunk, x.attempt, Raw('<span class="mono">{:s}</span>'.format(html.escape(x.worker))),
-         x.scheduler_state, x.reason]
+        [seconds(h, x.time), x.chunk, x.attempt, mono(x.worker), x.scheduler_state, x.reason]
         for x in h.losses[:MAX_LOSS_ROWS]
     ]
-    parts = [
-        "<h2>Lost chunks</h2>",
-        table("losses", ["noticed (s)", "chunk", "attempt", "worker", "scheduler state", "reason"], rows),
-    ]
-    if len(h.losses) > MAX_LOSS_ROWS:
-        parts.append(note("{:d} more losses not shown.".format(len(h.losses) - MAX_LOSS_ROWS)))
-    return "\n".join(parts)
+    return section(
+        "Lost chunks",
+        table("losses", LOSS_COLUMNS, rows),
+        more(len(h.losses), MAX_LOSS_ROWS, "losses"),
+    )
 
 
+# -------------------------------------------------------------- workers
 def workers(h: MapHistory) -> str:
     """Each worker: host, submission, chunks and jobs run, losses, last state."""
     runs = collections.defaultdict(list)
     for run in h.runs:
         runs[run.worker].append(run)
     lost = collections.Counter(x.worker for x in h.losses)
-    submitted = {}
+    submitted: typing.Dict[str, str] = {}
     for sub in h.submissions:
         for w in sub.workers:
             submitted.setdefault(w, seconds(h, sub.time))
     last = h.last_states()
-    names = h.workers
     rows = []
-    for w in names[:MAX_WORKER_ROWS]:
+    for w in h.workers[:MAX_WORKER_ROWS]:
         state = last.get(w)
+        words = [state.state, state.scheduler_state, state.reason] if state else []
         rows.append(
             [
-                Raw('<span class="mono">{:s}</span>'.format(html.escape(w))),
+                mono(w),
                 ", ".join(sorted({r.host for r in runs[w]})),
                 submitted.get(w, ""),
                 len(runs[w]),
                 sum(r.num_jobs for r in runs[w]),
                 sum(1 for r in runs[w] if r.failed),
                 lost[w],
-                " ".join(
-                    x for x in ([state.state, state.scheduler_state, state.reason] if state else []) if x
-                ),
+                " ".join(x for x in words if x),
             ]
         )
-    parts = [
-        "<h2>Workers</h2>",
-        table(
-            "workers",
-            ["worker", "host", "submitted (s)", "chunks", "jobs", "failed chunks", "lost chunks", "last state seen"],
-            rows,
-        ),
-    ]
-    if len(names) > MAX_WORKER_ROWS:
-        parts.append(note("{:d} more workers not shown.".format(len(names) - MAX_WORKER_ROWS)))
-    return "\n".join(parts)
+    return section(
+        "Workers",
+        table("workers", WORKER_COLUMNS, rows),
+        more(len(h.workers), MAX_WORKER_ROWS, "workers"),
+    )
 
 
-def _outcome(call: SchedulerCall) -> str:
+# ------------------------------------------------------ scheduler calls
+def _return_code(call: SchedulerCall) -> str:
     code = "none" if call.returncode is None else str(call.returncode)
     if not call.failed:
         return code
@@ -193,41 +211,44 @@ def scheduler_calls(h: MapHistory) -> str:
             '<h2>Scheduler calls</h2><p id="scheduler-calls">This map made no scheduler calls'
             " (the pool's workers had been submitted before, or its scheduler has no commands).</p>"
         )
-    by_program: typing.Dict[str, typing.List] = collections.defaultdict(list)
+    by_program: typing.Dict[str, typing.List[SchedulerCall]] = collections.defaultdict(list)
     for call in h.calls:
         by_program[os.path.basename(call.argv[0]) if call.argv else "?"].append(call)
     summary = [
-        [name, len(cs), sum(1 for c in cs if c.failed), "{:.2f}".format(sum(c.seconds for c in cs)),
-         "{:.2f}".format(max(c.seconds for c in cs))]
-        for name, cs in sorted(by_program.items())
+        [
+            name,
+            len(calls),
+            sum(1 for c in calls if c.failed),
+            "{:.2f}".format(sum(c.seconds for c in calls)),
+            "{:.2f}".format(max(c.seconds for c in calls)),
+        ]
+        for name, calls in sorted(by_program.items())
     ]
-    rows, classes = [], []
-    n = len(h.calls)
+    rows: typing.List[typing.List[Cell]] = []
+    classes: typing.List[str] = []
     skipped = 0
     for i, call in enumerate(h.calls):
-        failed = call.failed
-        if CALL_ROWS_EACH_END <= i < n - CALL_ROWS_EACH_END and not failed:
+        if CALL_ROWS_EACH_END <= i < len(h.calls) - CALL_ROWS_EACH_END and not call.failed:
             skipped += 1
             continue
         if skipped:
-            rows.append(["", "\u2026 {:d} calls that worked left out \u2026".format(skipped), "", "", "", ""])
+            gap = "\u2026 {:d} calls that worked left out \u2026".format(skipped)
+            rows.append(["", gap, "", "", "", ""])
             classes.append("")
             skipped = 0
         rows.append(
             [
                 seconds(h, call.time),
-                Raw('<span class="mono">{:s}</span>'.format(html.escape(cut(shlex.join(call.argv))))),
-                _outcome(call),
+                mono(cut(shlex.join(call.argv))),
+                _return_code(call),
                 "{:.2f}".format(call.seconds),
                 call.attempt,
-                Raw(pre(cut(call.stderr)) if call.stderr else ""),
+                pre(cut(call.stderr)) if call.stderr else "",
             ]
         )
-        classes.append("failed" if failed else "")
-    return "\n".join(
-        [
-            "<h2>Scheduler calls</h2>",
-            table("scheduler-calls-by-program", ["program", "calls", "failed", "seconds in all", "slowest (s)"], summary),
-            table("scheduler-calls", ["time (s)", "command", "return code", "seconds", "attempt", "stderr"], rows, classes),
-        ]
+        classes.append("failed" if call.failed else "")
+    return section(
+        "Scheduler calls",
+        table("scheduler-calls-by-program", PROGRAM_COLUMNS, summary),
+        table("scheduler-calls", CALL_COLUMNS, rows, classes),
     )

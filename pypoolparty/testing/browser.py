@@ -39,7 +39,9 @@ def _run(page: str, options: typing.List[str], timeout: float) -> str:
     """Open the file ``page`` headless with ``options``; its stdout."""
     program = find()
     if program is None:
-        raise BrowserError("no Chromium here ({:s}); Debian: apt-get install chromium".format(", ".join(PROGRAMS)))
+        raise BrowserError(
+            "no Chromium here ({:s}); Debian: apt-get install chromium".format(", ".join(PROGRAMS))
+        )
     with tempfile.TemporaryDirectory(prefix="pypoolparty-browser-") as profile:
         argv = [
             program,
@@ -57,7 +59,9 @@ def _run(page: str, options: typing.List[str], timeout: float) -> str:
             env=dict(os.environ, HOME=profile),
         )
     if proc.returncode != 0:
-        raise BrowserError("{:s} ended with {:d}: {:s}".format(program, proc.returncode, proc.stderr[-2000:]))
+        raise BrowserError(
+            "{:s} ended with {:d}: {:s}".format(program, proc.returncode, proc.stderr[-2000:])
+        )
     return proc.stdout
 
 
