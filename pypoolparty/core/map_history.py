@@ -87,7 +87,10 @@ class StateChange:
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerCall:
-    """One run of a scheduler command (``returncode`` 0: it worked)."""
+    """One run of a scheduler command. ``failed``: it did not work (its
+    return code is not one the adapter takes, it timed out, or the command
+    is missing); ``transient``: the failure looked passing, so it was tried
+    again."""
 
     time: float
     argv: typing.Tuple[str, ...]
@@ -95,6 +98,8 @@ class SchedulerCall:
     seconds: float
     attempt: int
     stderr: str
+    failed: bool = False
+    transient: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +122,8 @@ class MapHistory:
     scheduler: str = ""
     num_jobs: int = 0
     num_chunks: int = 0
+    funcs: typing.Tuple[str, ...] = ()
+    processes: typing.Optional[int] = None
     end: MapEnd = MapEnd.RUNNING
     ended: typing.Optional[float] = None
     error: str = ""
@@ -210,6 +217,8 @@ def take(h: MapHistory, name: str, t: float, r: dict) -> None:
         h.scheduler = str(r.get("scheduler", ""))
         h.num_jobs = int(r.get("num_jobs", 0))
         h.num_chunks = int(r.get("num_chunks", 0))
+        h.funcs = tuple(str(f) for f in r.get("funcs", ()))
+        h.processes = r.get("processes")
     elif name == "chunk_done":
         h.runs.append(
             ChunkRun(
@@ -258,7 +267,7 @@ def take(h: MapHistory, name: str, t: float, r: dict) -> None:
                 reason=str(r.get("reason", "")),
             )
         )
-    elif name in ("command", "command_failed"):
+    elif name in ("command", "command_failed", "command_missing"):
         h.calls.append(
             SchedulerCall(
                 time=t,
@@ -266,7 +275,9 @@ def take(h: MapHistory, name: str, t: float, r: dict) -> None:
                 returncode=r.get("returncode"),
                 seconds=float(r.get("seconds", 0.0)),
                 attempt=int(r.get("attempt", 1)),
-                stderr=str(r.get("stderr", "")),
+                stderr=str(r.get("stderr", r.get("error", ""))),
+                failed=name != "command",
+                transient=bool(r.get("transient", False)),
             )
         )
     elif name == "cancel":

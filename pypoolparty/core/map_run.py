@@ -18,7 +18,9 @@ every chunk has a result, when a job raised in a ``map`` (its own exception
 is delivered and the workers running its other chunks are cancelled), when a
 chunk was lost more often than ``max_num_resubmissions``, when the pool's
 submissions keep ending without any result, or when the caller cancels it.
-The messages of those ends are built by :mod:`.reports` from typed records.
+The messages of those ends are built by :mod:`.reports` from typed records;
+a map that fails writes its report page (:mod:`.report_page`) first, and
+the message names it.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import time
 import typing
 
 from .. import errors
-from . import outcomes, reports
+from . import outcomes, report_page, reports
 from .event_log import EventLog
 from .pooldir import PoolDir
 from .results import ResultSink
@@ -107,7 +109,9 @@ class MapRun:
         self.sink = sink
         self.log = log
         self.stop_on_failure = stop_on_failure
-        self.place = reports.Place(work_dir.path, work_dir.log_path)
+        self.place = reports.Place(
+            work_dir.path, work_dir.log_path, report_page.default_path(work_dir.path)
+        )
         self.lock = threading.RLock()
         self.started = time.monotonic()
         self.active = True
@@ -359,8 +363,20 @@ class MapRun:
             self.pool_dir.close_map(self.work_dir)
             self._cancel_running_chunks()
             self._salvage()
+            if event == "failed":
+                self._write_report()
             self._close(keep=True)
             self._deliver(self.sink.failed, exc)
+
+    def _write_report(self) -> None:
+        """Write the report page that the error names; a report that cannot
+        be written is logged, and the error goes on to the caller."""
+        try:
+            report_page.write(self.work_dir.path, self.place.report)
+        except Exception as exc:
+            self.log.warning("report_failed", path=self.place.report, error=repr(exc))
+        else:
+            self.log.event("report_written", path=self.place.report)
 
     def _keep(self, chunk: int, pairs: typing.List[typing.Tuple[bool, typing.Any]]) -> None:
         """Hand results the caller will not see to a sink that keeps them (a store's)."""

@@ -58,13 +58,19 @@ class Loss:
 
 @dataclasses.dataclass(frozen=True)
 class Place:
-    """Where the map's files are, for the last line of each message."""
+    """Where the map's files are, for the last line of each message.
+
+    ``report`` is the report page the map writes when it fails (see
+    :mod:`.report_page`), or '' if it writes none.
+    """
 
     work_dir: str
     log_path: str
+    report: str = ""
 
     def kept(self) -> str:
-        return "Work dir kept: {:s} (log: {:s}).".format(self.work_dir, self.log_path)
+        report = "; report: {:s}".format(self.report) if self.report else ""
+        return "Work dir kept: {:s} (log: {:s}{:s}).".format(self.work_dir, self.log_path, report)
 
 
 def describe_end(end: WorkerEnd) -> str:

@@ -15,6 +15,7 @@ The only code that knows the layout of a map's work dir::
         cancel.json            written by ``pypoolparty cancel``: the driver
                                cancels the map when it sees it
         report.html            the report page, on failure or on request
+                               (report_page.REPORT_NAME)
 
 The number of files grows with the number of chunks, never with the number
 of jobs. Workers claim chunks with ``os.link``, which is atomic and fails if
