@@ -197,6 +197,11 @@ def test_a_failed_map_is_listed_with_its_cause_and_cleaned(tmp_path):
     assert "job 2 fails" in group["example"]["traceback"]
     code, text, _ = cli("status", str(tmp_path / "work"))
     assert "1 × ValueError" in text
+    assert os.path.isfile(os.path.join(m["path"], "report.html"))  # written on failure
+    page = tmp_path / "again.html"
+    code, out, _ = cli("report", m["path"], "-o", str(page), "--json", check_code=0)
+    assert json.loads(out)["report"] == str(page)
+    assert 'id="timeline"' in page.read_text() and "job 2 fails" in page.read_text()
     code, out, _ = cli("clean", str(tmp_path / "work"), check_code=0)
     assert "Removed " + m["path"] in out and not os.path.exists(m["path"])
 
@@ -206,6 +211,8 @@ def test_usage_errors_exit_with_2(tmp_path):
     code, _, err = cli("status", str(tmp_path / "nowhere"))
     assert code == 2 and "not a folder" in err
     code, _, err = cli("cancel", str(tmp_path))
+    assert code == 2 and "not a map's folder" in err
+    code, _, err = cli("report", str(tmp_path))
     assert code == 2 and "not a map's folder" in err
     assert cli("clean")[0] == 2  # argparse: WORK_DIR is required
     code, out, _ = cli("status", str(tmp_path), check_code=0)

@@ -20,7 +20,7 @@ import pytest
 
 import pypoolparty.processes
 from fake_jobs import Gate, map_dirs, wait_until
-from pypoolparty.core import event_log, map_history, report_charts, report_page
+from pypoolparty.core import event_log, map_history, report_charts, report_page, workdir
 from pypoolparty.testing import fake
 from pypoolparty.testing.failing_jobs import lose_then_raise_in
 
@@ -45,7 +45,7 @@ class FailedMap:
         self.error = info.value
         (self.map_dir,) = map_dirs(tmp / "work")
         self.history = map_history.read(os.path.join(self.map_dir, "log.jsonl"))
-        self.report = os.path.join(self.map_dir, report_page.REPORT_NAME)
+        self.report = os.path.join(self.map_dir, workdir.REPORT)
         with open(self.report, encoding="utf-8") as f:
             self.page = f.read()
 

@@ -28,10 +28,7 @@ from .. import version
 from . import event_log, map_history, report_charts, report_tables
 from .map_history import MapEnd, MapHistory
 from .pooldir import PoolDir
-from .workdir import LOG, write_atomic
-
-#: The report's name in the map dir.
-REPORT_NAME = "report.html"
+from .workdir import LOG, REPORT, write_atomic
 
 STYLE = """
 body { font: 14px/1.45 "DejaVu Sans", Verdana, sans-serif; color: #222;
@@ -56,7 +53,7 @@ figure { margin: 0.5em 0; } svg.chart { width: 100%; height: auto; display: bloc
 
 def default_path(map_dir: str) -> str:
     """Where :func:`write` puts a map's report unless told otherwise."""
-    return os.path.join(os.path.abspath(map_dir), REPORT_NAME)
+    return os.path.join(os.path.abspath(map_dir), REPORT)
 
 
 def write(map_dir: str, path: typing.Optional[str] = None) -> str:

@@ -15,7 +15,6 @@ The only code that knows the layout of a map's work dir::
         cancel.json            written by ``pypoolparty cancel``: the driver
                                cancels the map when it sees it
         report.html            the report page, on failure or on request
-                               (report_page.REPORT_NAME)
 
 The number of files grows with the number of chunks, never with the number
 of jobs. Workers claim chunks with ``os.link``, which is atomic and fails if
@@ -47,6 +46,7 @@ CLAIMS = "claims"
 RESULTS = "results"
 LOG = "log.jsonl"
 CANCEL = "cancel.json"
+REPORT = "report.html"
 RESULT_SUFFIX = ".pickle"
 
 
