@@ -276,6 +276,7 @@ class MapRun:
                 chunk=chunk,
                 worker=wid,
                 attempt=loss.attempt,
+                max_num_resubmissions=self.settings.max_num_resubmissions,
                 scheduler_state=rec.status.scheduler_state,
                 reason=rec.status.reason,
             )
@@ -307,6 +308,10 @@ class MapRun:
             self.fail(errors.JobsLostError(message, self._unfinished_jobs(), self.place.work_dir))
 
     # -------------------------------------------------------------- facts
+    def _seconds(self) -> float:
+        """How long the map has run."""
+        return round(time.monotonic() - self.started, 3)
+
     def _advice(self, states: typing.Iterable[str]) -> typing.List[str]:
         return reports.hints(states, self.fleet.scheduler.hint)
 
@@ -322,7 +327,7 @@ class MapRun:
     def _complete(self) -> None:
         """Every chunk has a result: deliver."""
         self.active = False
-        self.log.event("completed", num_jobs=self.num_jobs)
+        self.log.event("completed", num_jobs=self.num_jobs, seconds=self._seconds())
         self._close(keep=self.settings.keep_work_dir)
         self._deliver(self.sink.completed)
 
@@ -339,7 +344,7 @@ class MapRun:
         with self.lock:
             if not self.active:
                 return
-            self.log.warning(event, work_dir=self.work_dir.path, **fields)
+            self.log.warning(event, work_dir=self.work_dir.path, seconds=self._seconds(), **fields)
             self.active = False
             self.pool_dir.close_map(self.work_dir)
             self._cancel_running_chunks()
