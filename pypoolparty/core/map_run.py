@@ -34,6 +34,7 @@ from .. import errors
 from . import outcomes, reports
 from .event_log import EventLog
 from .pooldir import PoolDir
+from .progress import MapProgress
 from .results import ResultSink
 from .workdir import WorkDir
 from .workers import Fleet
@@ -61,6 +62,8 @@ class MapSettings:
 
     max_num_resubmissions: int
     keep_work_dir: bool
+    progress: typing.Optional[bool] = None
+    """Show a bar (see :mod:`.progress`); None: where a person watches."""
 
 
 class MapRun:
@@ -117,6 +120,7 @@ class MapRun:
         self.num_finished = 0
         self.losses: typing.Dict[int, typing.List[reports.Loss]] = {}
         self._tracebacks_logged = 0
+        self.progress = MapProgress.start(settings.progress, work_dir.name, self.num_jobs, fleet)
         pool_dir.open_map(work_dir)
 
     # ------------------------------------------------------------ queries
@@ -151,6 +155,7 @@ class MapRun:
                 return False
             before = self.num_finished
             self._read_new_results()
+            self.progress.tick()
             return self.num_finished != before or not self.active
 
     def _read_new_results(self) -> Step:
@@ -188,6 +193,7 @@ class MapRun:
         self.results[chunk] = result
         self.num_finished += 1
         self.fleet.credit(result.worker_id)
+        self.progress.jobs_done(len(self.chunk_jobs(chunk)))
         self.log.event(
             "chunk_done",
             chunk=chunk,
@@ -280,6 +286,7 @@ class MapRun:
                 scheduler_state=rec.status.scheduler_state,
                 reason=rec.status.reason,
             )
+            self.progress.chunk_lost()
             if loss.attempt > self.settings.max_num_resubmissions:
                 message = reports.jobs_lost(
                     {chunk: self.losses[chunk]},
@@ -327,6 +334,7 @@ class MapRun:
     def _complete(self) -> None:
         """Every chunk has a result: deliver."""
         self.active = False
+        self.progress.close(ok=True)
         self.log.event("completed", num_jobs=self.num_jobs, seconds=self._seconds())
         self._close(keep=self.settings.keep_work_dir)
         self._deliver(self.sink.completed)
@@ -344,6 +352,7 @@ class MapRun:
         with self.lock:
             if not self.active:
                 return
+            self.progress.close(ok=False)
             self.log.warning(event, work_dir=self.work_dir.path, seconds=self._seconds(), **fields)
             self.active = False
             self.pool_dir.close_map(self.work_dir)
