@@ -31,7 +31,8 @@ pytestmark = pytest.mark.timeout(90)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(pypoolparty.__file__)))
 
 #: The user's script: argv is work_dir, the bar's delay, progress= and the
-#: jobs ("slow": 10 of 0.3 s; "die_once": job 3 ends its worker the first time).
+#: jobs ("slow": 10 of 0.3 s; "die_once": job 3 ends its worker the first
+#: time; "gated": each waits for the file ``go`` in work_dir, 20 s at most).
 SCRIPT = textwrap.dedent(
     """\
     import os, sys, time
@@ -53,7 +54,16 @@ SCRIPT = textwrap.dedent(
         time.sleep(0.3)
         return x * x
 
-    func = {"slow": slow, "die_once": die_once}[jobs]
+    def gated(x):
+        go = os.path.join(work_dir, "go")
+        deadline = time.monotonic() + 20
+        while not os.path.exists(go):
+            if time.monotonic() > deadline:
+                open(go, "w").close()  # nobody opened it: open it for all
+            time.sleep(0.01)
+        return x * x
+
+    func = {"slow": slow, "die_once": die_once, "gated": gated}[jobs]
     with pypoolparty.processes.Pool(2, work_dir=work_dir, progress=eval(setting)) as pool:
         print(pool.map(func, range(10), chunksize=1), flush=True)
     """
@@ -67,6 +77,9 @@ FULL_BAR = re.compile(
     r"(\d+) running, (\d+) pending, (\d+) resubmitted\]"
 )
 
+#: The bar of a map whose two workers run and have not finished a job.
+WAITING_BAR = re.compile(r"map-000001: +0%\|[^|]*\| 0/10 \[.*, 2 running, 0 pending, 0 resubmitted\]")
+
 
 def env():
     out = dict(os.environ)
@@ -74,9 +87,11 @@ def env():
     return {k: v for k, v in out.items() if not k.startswith("TQDM_")}
 
 
-def run_script(tmp_path, delay, setting, jobs="slow", terminal=True):
+def run_script(tmp_path, delay, setting, jobs="slow", terminal=True, on_output=None):
     """Run SCRIPT; return (stdout, what its stderr got). With ``terminal``
-    its stderr is a pseudo-terminal of 120 columns, else a pipe."""
+    its stderr is a pseudo-terminal of 120 columns, else a pipe.
+    ``on_output(work_dir, text)`` is called with what came so far each time
+    more came."""
     script = tmp_path / "script.py"
     script.write_text(SCRIPT)
     work = tmp_path / "work"
@@ -103,6 +118,8 @@ def run_script(tmp_path, delay, setting, jobs="slow", terminal=True):
                 if not data:
                     break
                 got += data
+                if on_output is not None:
+                    on_output(work, got.decode(errors="replace"))
             elif proc.poll() is not None:
                 break  # exited, and nothing more came
         stdout = proc.communicate(timeout=10)[0].decode()
@@ -124,6 +141,21 @@ def test_in_a_terminal_a_bar_counts_the_jobs_to_the_total_with_the_workers(tmp_p
     assert running + pending <= 2 and resubmitted == 0
     # Drawn while it ran, too: the bar is live, not only a summary.
     assert re.search(r"map-000001: +\d+%\|[^|]*\| [1-9]/10 ", terminal), terminal
+
+
+def test_the_bar_shows_before_any_job_is_done_and_counts_the_running_workers(tmp_path):
+    seen = []
+
+    def open_gate(work, text):
+        # The workers run (a poll saw them), no job is done: the bar shows.
+        if not seen and WAITING_BAR.search(text):
+            seen.append(text)
+            (work / "go").touch()
+
+    stdout, terminal = run_script(tmp_path, delay=0.3, setting="None", jobs="gated", on_output=open_gate)
+    assert seen, terminal
+    assert stdout.strip() == SQUARES
+    assert FULL_BAR.search(terminal), terminal
 
 
 def test_a_chunk_whose_worker_died_counts_as_resubmitted(tmp_path):
