@@ -49,6 +49,7 @@ def test_submitted_names_the_workers_and_shortens_a_long_list():
     [
         ("running", "R", "", "worker 5 running"),
         ("pending", "PD", "Priority", "worker 5 pending PD (Priority)"),
+        ("pending", "PENDING", "Resources", "worker 5 pending (Resources)"),
         ("held", "Eqw", "", "worker 5 held Eqw"),
         ("ended", "FAILED", "exit code 3", "worker 5 ended FAILED (exit code 3)"),
         ("unknown", "", "", "worker 5 unknown to the scheduler"),
@@ -159,6 +160,7 @@ def test_other_events_print_their_fields():
         "pypoolparty: cancel failed: workers=1, 2, error=scancel: error"
     )
     assert line("default_processes", cpus=8, replayed=True) == "pypoolparty: default processes: cpus=8"
+    assert line("max_array_size", value=1001) == "pypoolparty: max array size: 1001"
 
 
 def test_a_map_logs_lines_carry_its_label_the_pools_none():

@@ -122,14 +122,15 @@ def _submitted(f: dict) -> str:
 
 
 def _worker_state(f: dict) -> str:
-    state = f.get("state")
+    state = str(f.get("state"))
     worker = "worker {}".format(f.get("worker"))
     if state == "running":
         return worker + " running"
     if state == "unknown":
         return worker + " unknown to the scheduler"
-    detail = _state(f)
-    return " ".join(p for p in (worker, str(state), detail) if p)
+    if str(f.get("scheduler_state") or "").lower() == state:
+        f = dict(f, scheduler_state="")  # "pending PENDING" says it twice
+    return " ".join(p for p in (worker, state, _state(f)) if p)
 
 
 def _command_done(f: dict) -> typing.Optional[str]:
@@ -219,12 +220,11 @@ def _submission_unproductive(f: dict) -> str:
 
 def _generic(name: str, f: dict) -> str:
     """``cancel failed: workers=4711, error=...``: an event's own words."""
+    f = {k: v for k, v in f.items() if k != "replayed"}
     parts = []
     for key, value in f.items():
-        if key == "replayed":
-            continue
         value = _ids(value) if isinstance(value, (list, tuple)) else _text(value)
-        parts.append("{:s}={:s}".format(key, value))
+        parts.append(value if list(f) == ["value"] else "{:s}={:s}".format(key, value))
     return name.replace("_", " ") + (": " + ", ".join(parts) if parts else "")
 
 
