@@ -4,16 +4,21 @@ every decision.
 
 Built on json_line_logger. Each line is a JSON object whose ``"m"`` field is
 itself a JSON object ``{"event": ..., ...fields}``, so a log reads back with
-two ``json.loads``.
+two ``json.loads``. With ``verbose``, the events also go to stderr as short
+human lines (:mod:`.event_lines`).
 """
 from __future__ import annotations
 
 import json
 import logging
-import sys
 import typing
 
 import json_line_logger
+
+from . import terminal
+from .event_lines import Lines, label_of
+
+logger = logging.getLogger("pypoolparty")
 
 
 def _escaped(text: str) -> str:
@@ -22,14 +27,14 @@ def _escaped(text: str) -> str:
 
 
 class EventLog:
-    """Writes events to a JSON-lines file and, if verbose, to stderr.
+    """Writes events to a JSON-lines file and, if verbose, lines to stderr.
 
     Parameters
     ----------
     path : str or None
         The log file; None logs to nothing but the stream.
     verbose : bool
-        Also write each event to stderr.
+        Also print a short line for each event of note to stderr.
     append : bool
         Add to an existing log (a map another driver started) instead of
         starting a new one.
@@ -41,12 +46,7 @@ class EventLog:
         self._buffer: typing.Optional[typing.List[typing.Tuple[str, int, dict]]] = None
         if path is not None:
             self._loggers.append(_file_logger(path, append))
-        if verbose:
-            self._loggers.append(
-                json_line_logger.LoggerStream(
-                    stream=sys.stderr, name="pypoolparty:stderr"
-                )
-            )
+        self._lines = Lines(label_of(path)) if verbose else None
 
     @classmethod
     def buffer(cls) -> "EventLog":
@@ -63,18 +63,34 @@ class EventLog:
 
     def event(self, name: str, level: int = logging.INFO, **fields) -> None:
         """Log the event ``name`` with ``fields`` (JSON-able or str()-able)."""
+        self._write(name, level, fields, echo=True)
+
+    def _write(self, name: str, level: int, fields: dict, echo: bool) -> None:
+        """Log an event; ``echo``: also print its line, if verbose."""
         if self._buffer is not None:
             self._buffer.append((name, level, fields))
-        if not self._loggers:
-            return
         record = {"event": name}
         record.update(fields)
+        if echo and self._lines is not None:
+            self._echo(record)
+        if not self._loggers:
+            return
         msg = _escaped(json.dumps(record, default=str))
         for logger in self._loggers:
             logger.log(level, msg)
 
     def warning(self, name: str, **fields) -> None:
         self.event(name, level=logging.WARNING, **fields)
+
+    def _echo(self, record: dict) -> None:
+        """Print the event's line; one that cannot be made or printed is
+        left out (the file has the event)."""
+        try:
+            text = self._lines.line(record)
+            if text is not None:
+                terminal.print_line(text)
+        except Exception:
+            logger.debug("pypoolparty: no line for %r", record.get("event"), exc_info=True)
 
     def close(self) -> None:
         for logger in self._loggers:
@@ -83,14 +99,15 @@ class EventLog:
 
 
 class MultiLog:
-    """Sends each event to several logs (e.g. one per map in flight)."""
+    """Sends each event to several logs (e.g. the pool's and one per map in
+    flight); only the first prints its line, if verbose: once is enough."""
 
     def __init__(self, logs: typing.Iterable[EventLog]):
         self.logs = list(logs)
 
     def event(self, name: str, level: int = logging.INFO, **fields) -> None:
-        for log in self.logs:
-            log.event(name, level=level, **fields)
+        for index, log in enumerate(self.logs):
+            log._write(name, level, fields, echo=index == 0)
 
     def warning(self, name: str, **fields) -> None:
         self.event(name, level=logging.WARNING, **fields)

@@ -36,6 +36,7 @@ from .. import errors
 from . import outcomes, report_page, reports
 from .event_log import EventLog
 from .pooldir import PoolDir
+from .progress import MapProgress
 from .results import ResultSink
 from .workdir import WorkDir
 from .workers import Fleet
@@ -63,6 +64,8 @@ class MapSettings:
 
     max_num_resubmissions: int
     keep_work_dir: bool
+    progress: typing.Optional[bool] = None
+    """Show a bar (see :mod:`.progress`); None: where a person watches."""
 
 
 class MapRun:
@@ -121,6 +124,7 @@ class MapRun:
         self.num_finished = 0
         self.losses: typing.Dict[int, typing.List[reports.Loss]] = {}
         self._tracebacks_logged = 0
+        self.progress = MapProgress.start(settings.progress, work_dir.name, self.num_jobs, fleet)
         pool_dir.open_map(work_dir)
 
     # ------------------------------------------------------------ queries
@@ -155,6 +159,7 @@ class MapRun:
                 return False
             before = self.num_finished
             self._read_new_results()
+            self.progress.tick()
             return self.num_finished != before or not self.active
 
     def _read_new_results(self) -> Step:
@@ -192,6 +197,7 @@ class MapRun:
         self.results[chunk] = result
         self.num_finished += 1
         self.fleet.credit(result.worker_id)
+        self.progress.jobs_done(len(self.chunk_jobs(chunk)))
         self.log.event(
             "chunk_done",
             chunk=chunk,
@@ -295,9 +301,11 @@ class MapRun:
                 chunk=chunk,
                 worker=wid,
                 attempt=loss.attempt,
+                max_num_resubmissions=self.settings.max_num_resubmissions,
                 scheduler_state=rec.status.scheduler_state,
                 reason=rec.status.reason,
             )
+            self.progress.chunk_lost()
             if loss.attempt > self.settings.max_num_resubmissions:
                 message = reports.jobs_lost(
                     {chunk: self.losses[chunk]},
@@ -326,6 +334,10 @@ class MapRun:
             self.fail(errors.JobsLostError(message, self._unfinished_jobs(), self.place.work_dir))
 
     # -------------------------------------------------------------- facts
+    def _seconds(self) -> float:
+        """How long the map has run."""
+        return round(time.monotonic() - self.started, 3)
+
     def _advice(self, states: typing.Iterable[str]) -> typing.List[str]:
         return reports.hints(states, self.fleet.scheduler.hint)
 
@@ -341,7 +353,8 @@ class MapRun:
     def _complete(self) -> None:
         """Every chunk has a result: deliver."""
         self.active = False
-        self.log.event("completed", num_jobs=self.num_jobs)
+        self.progress.close(ok=True)
+        self.log.event("completed", num_jobs=self.num_jobs, seconds=self._seconds())
         self._close(keep=self.settings.keep_work_dir)
         self._deliver(self.sink.completed)
 
@@ -358,7 +371,8 @@ class MapRun:
         with self.lock:
             if not self.active:
                 return
-            self.log.warning(event, work_dir=self.work_dir.path, **fields)
+            self.progress.close(ok=False)
+            self.log.warning(event, work_dir=self.work_dir.path, seconds=self._seconds(), **fields)
             self.active = False
             self.pool_dir.close_map(self.work_dir)
             self._cancel_running_chunks()

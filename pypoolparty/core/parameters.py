@@ -55,7 +55,13 @@ max_num_resubmissions : int
 keep_work_dir : bool
     Keep each map's folder after success too.
 verbose : bool
-    Also print the log's events to stderr.
+    Also print a short line to stderr for each event of note: workers
+    submitted, started, lost and why, jobs that raised, the map's end.
+progress : bool or None
+    Show a live progress bar for each map that runs longer than a moment:
+    jobs done of all, workers running and pending, chunks resubmitted, the
+    rate and what is left (a widget in a notebook). None (default): where a
+    person watches, i.e. stderr is a terminal or this is a notebook.
 job_name : str
     The job name in ``${status}``.
 num_chunks : int or None

@@ -83,7 +83,10 @@ class ClusterPool:
     keep_work_dir : bool
         Keep each map's folder also after success.
     verbose : bool
-        Also write the log's events to stderr.
+        Also print a short line for each event of note to stderr.
+    progress : bool or None
+        Show a progress bar for each map (see :mod:`.progress`). None:
+        where a person watches (stderr is a terminal, or a notebook).
     name : str
         Job name in the scheduler's listing.
     num_chunks : int or None
@@ -119,6 +122,7 @@ class ClusterPool:
         max_num_resubmissions: int = 3,
         keep_work_dir: bool = False,
         verbose: bool = False,
+        progress: typing.Optional[bool] = None,
         name: str = "pypoolparty",
         num_chunks: typing.Optional[int] = None,
         cache_dir: typing.Optional[str] = None,
@@ -168,6 +172,7 @@ class ClusterPool:
             max_num_resubmissions=max_num_resubmissions,
             keep_work_dir=keep_work_dir,
             verbose=verbose,
+            progress=progress,
             name=name,
             num_chunks=num_chunks,
             cache_dir=cache_dir,
@@ -203,6 +208,7 @@ class ClusterPool:
                 map=MapSettings(
                     max_num_resubmissions=int(max_num_resubmissions),
                     keep_work_dir=bool(keep_work_dir),
+                    progress=None if progress is None else bool(progress),
                 ),
                 verbose=bool(verbose),
             ),

@@ -69,6 +69,7 @@ class Pool(ClusterPool):
         max_num_resubmissions: int = 3,
         keep_work_dir: bool = False,
         verbose: bool = False,
+        progress: typing.Optional[bool] = None,
         job_name: str = "pypoolparty",
         num_chunks: typing.Optional[int] = None,
         retry_policy: typing.Optional[RetryPolicy] = None,
@@ -87,6 +88,7 @@ class Pool(ClusterPool):
             max_num_resubmissions=max_num_resubmissions,
             keep_work_dir=keep_work_dir,
             verbose=verbose,
+            progress=progress,
             name=job_name,
             num_chunks=num_chunks,
         )

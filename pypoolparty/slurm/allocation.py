@@ -86,6 +86,7 @@ class Pool(ClusterPool):
         max_num_resubmissions: int = 3,
         keep_work_dir: bool = False,
         verbose: bool = False,
+        progress: typing.Optional[bool] = None,
         slurm_call_timeout: float = 60.0,
         srun_path: str = "srun",
         scontrol_path: str = "scontrol",
@@ -113,6 +114,7 @@ class Pool(ClusterPool):
             max_num_resubmissions=max_num_resubmissions,
             keep_work_dir=keep_work_dir,
             verbose=verbose,
+            progress=progress,
             name=job_name,
             num_chunks=num_chunks,
         )

@@ -35,6 +35,7 @@ class SlurmPool(ClusterPool):
         max_num_resubmissions: int = 3,
         keep_work_dir: bool = False,
         verbose: bool = False,
+        progress: typing.Optional[bool] = None,
         slurm_call_timeout: float = 60.0,
         sbatch_path: str = "sbatch",
         squeue_path: str = "squeue",
@@ -81,6 +82,7 @@ class SlurmPool(ClusterPool):
             max_num_resubmissions=max_num_resubmissions,
             keep_work_dir=keep_work_dir,
             verbose=verbose,
+            progress=progress,
             name=job_name,
             num_chunks=num_chunks,
         )

@@ -62,6 +62,7 @@ class Pool(ClusterPool):
         max_num_resubmissions: int = 3,
         keep_work_dir: bool = False,
         verbose: bool = False,
+        progress: typing.Optional[bool] = None,
         sge_call_timeout: float = 60.0,
         qsub_path: str = "qsub",
         qstat_path: str = "qstat",
@@ -103,6 +104,7 @@ class Pool(ClusterPool):
             max_num_resubmissions=max_num_resubmissions,
             keep_work_dir=keep_work_dir,
             verbose=verbose,
+            progress=progress,
             name=job_name,
             num_chunks=num_chunks,
         )
