@@ -16,6 +16,7 @@ import typing
 import warnings
 
 from .. import errors
+from ..core import progress
 from ..core.calling import CallSpec
 from ..core.keys import call_keys
 from . import entries
@@ -117,6 +118,10 @@ def pool_for(settings: Settings):
         if options and word is None:
             logger.info("pypoolparty: %s takes no scheduler options; %s left out", cls.__name__, sorted(options))
         kwargs = {word: options} if options and word else {}
+        if "progress" in accepted:
+            # The decorators return while the map runs: a bar would draw
+            # over the prompt. In a notebook the widget stays in its cell.
+            kwargs["progress"] = progress.in_notebook()
         pool = cls(
             settings.num_tasks,
             cache_dir=entries.folder(settings.path, entries.STORE),
