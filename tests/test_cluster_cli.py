@@ -46,7 +46,10 @@ def qstat_names(name):
     return [line for line in out.splitlines() if name[:10] in line]
 
 
-@pytest.mark.parametrize("kind", ["slurm", "sge"])
+@pytest.mark.parametrize(
+    "kind",
+    [pytest.param("slurm", marks=pytest.mark.slurm), pytest.param("sge", marks=pytest.mark.sge)],
+)
 def test_status_and_cancel_from_another_shell(kind, request, tmp_path):
     request.getfixturevalue(kind)
     in_queue = (lambda n: squeue_names(n)) if kind == "slurm" else qstat_names
@@ -70,7 +73,7 @@ def test_status_and_cancel_from_another_shell(kind, request, tmp_path):
         assert in_queue(name)
 
         code, out, _ = cli("cancel", map_dir, "--json", check_code=0)
-        assert json.loads(out)["workers"]
+        assert json.loads(out)["workers"], out
         out, err = driver.communicate(timeout=60)
         assert driver.returncode == 3, err
         assert "RAISED CancelledError" in out and "pypoolparty cancel" in out

@@ -263,6 +263,9 @@ class Follow:
     def after_workers_ended(self) -> None:
         pass
 
+    def cancel_if_asked(self) -> bool:
+        return False  # the followed map's own driver reads its cancel note
+
     def give_up(self, in_a_row: int, worker_ids: typing.List[str]) -> None:
         pass
 
