@@ -108,9 +108,12 @@ def test_a_session_whose_leader_pid_is_another_process_is_left_alone(started):
 
     # a daemon that still runs (or still exits) is in its own session
     assert daemons.session_leftovers([record]) == members
-    # the same pid with another start time: someone else's session
+    # the same pid with another start time or program: someone else's session
     reused = dataclasses.replace(record, start_time=record.start_time - 1)
     assert daemons.session_leftovers([reused]) == []
+    other_program = dataclasses.replace(record, argv=["sge_execd"])
+    assert other_program.is_other_process() and other_program.has_ended()
+    assert daemons.session_leftovers([other_program]) == []
 
 
 def test_wait_gone_waits_for_a_daemon_that_is_still_exiting(started, monkeypatch):

@@ -73,15 +73,35 @@ class DaemonRecord:
         -------
         bool
             True if ``pid`` does not exist, is a zombie (reaped if it is a
-            child of this process) or was reused (another start time).
+            child of this process) or is another process
+            (:meth:`is_other_process`).
         """
         stat = processes.read_proc_stat(self.pid)
-        if stat is None or stat[1] != self.start_time:
+        if stat is None or self.is_other_process():
             return True
         if stat[0] in processes.ENDED_STATES:
             processes.reap(self.pid)
             return True
         return False
+
+    def is_other_process(self) -> bool:
+        """
+        Whether ``pid`` is now another process's than this daemon's.
+
+        Returns
+        -------
+        bool
+            True if the process with that pid (zombie or not) started at
+            another time, or if its command line is neither the recorded one
+            nor empty (a daemon's reads empty while it exits and once it is a
+            zombie). False if there is no such process.
+        """
+        stat = processes.read_proc_stat(self.pid)
+        if stat is None:
+            return False
+        if stat[1] != self.start_time:
+            return True
+        return processes.read_cmdline(self.pid) not in (self.argv, [])
 
 
 class DaemonRecords:
@@ -183,9 +203,9 @@ def session_leftovers(records: Sequence[DaemonRecord]) -> list[tuple[int, int]]:
     Only processes of those very sessions are returned: the kernel gives no
     new process a pid that is still some session's id, so while a process of
     the session is left, ``pid`` is free, the daemon or its zombie. If it is
-    another process (another start time), the session is someone else's and
-    nothing of it is returned. Nor is a process that started before the
-    daemon.
+    another process (:meth:`DaemonRecord.is_other_process`), the session is
+    someone else's and nothing of it is returned. Nor is a process that
+    started before the daemon.
 
     Parameters
     ----------
@@ -201,8 +221,7 @@ def session_leftovers(records: Sequence[DaemonRecord]) -> list[tuple[int, int]]:
     found = set()
     for record in records:
         members = processes.with_start_times(processes.session_members(record.pid))
-        stat = processes.read_proc_stat(record.pid)
-        if stat is None or stat[1] == record.start_time:
+        if not record.is_other_process():
             found.update((p, t) for p, t in members if t >= record.start_time)
     return sorted(found)
 
