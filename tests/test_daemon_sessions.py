@@ -47,8 +47,8 @@ def started():
     yield start
     processes.kill_all(left)
     for proc in procs:
-        proc.kill()
-        proc.wait()
+        with proc:  # closes its pipes and waits
+            proc.kill()
 
 
 def wait_for(predicate, timeout=10.0):
