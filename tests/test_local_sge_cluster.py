@@ -30,7 +30,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from pypoolparty.testing import local_sge, processes, sge_config
+from pypoolparty.testing import daemons, local_sge, processes, sge_config
 from pypoolparty.testing.local_sge import LocalSgeCluster
 
 from conftest import wait_until
@@ -349,8 +349,9 @@ def test_stop_and_start_for_real(cell, tmp_path):
         t0 = time.monotonic()
         owner.stop()
         assert time.monotonic() - t0 < 40  # qmaster: ~10 s; SIGKILL after 30 s
-        assert not any(r.is_alive() for r in records)
+        assert all(r.has_ended() for r in records)
         assert [p for p, t in jobs if processes.is_same(p, t)] == []
+        assert daemons.session_leftovers(records) == []  # nothing execd forked late
         assert_nothing_runs(owner)
 
         own = LocalSgeCluster(slots=3, state_dir=str(tmp_path / "own"))
@@ -363,7 +364,9 @@ def test_stop_and_start_for_real(cell, tmp_path):
             assert own.job_ids() == []  # stop deleted the job
             assert a_job_runs(own, tmp_path)
         finally:
+            own_records = own.records.alive()
             own.stop()
+        assert daemons.session_leftovers(own_records) == []
         assert_nothing_runs(own)
 
         state_dir = str(tmp_path / "cli")

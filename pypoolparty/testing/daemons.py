@@ -56,17 +56,52 @@ class DaemonRecord:
         Returns
         -------
         bool
-            True if ``pid`` exists, is no zombie, and has the recorded start
-            time and command line. A zombie is reaped if it is a child of
-            this process.
+            True if it has not ended (:meth:`has_ended`) and has the
+            recorded command line.
+        """
+        return not self.has_ended() and processes.read_cmdline(self.pid) == self.argv
+
+    def has_ended(self) -> bool:
+        """
+        Whether the process has ended.
+
+        Unlike ``not is_alive()``, a daemon that is still exiting has not
+        ended: once it has let go of its memory, ``/proc/<pid>/cmdline``
+        reads empty, but it runs on until it is a zombie.
+
+        Returns
+        -------
+        bool
+            True if ``pid`` does not exist, is a zombie (reaped if it is a
+            child of this process) or is another process
+            (:meth:`is_other_process`).
         """
         stat = processes.read_proc_stat(self.pid)
-        if stat is None or stat[1] != self.start_time:
-            return False
+        if stat is None or self.is_other_process():
+            return True
         if stat[0] in processes.ENDED_STATES:
             processes.reap(self.pid)
+            return True
+        return False
+
+    def is_other_process(self) -> bool:
+        """
+        Whether ``pid`` is now another process's than this daemon's.
+
+        Returns
+        -------
+        bool
+            True if the process with that pid (zombie or not) started at
+            another time, or if its command line is neither the recorded one
+            nor empty (a daemon's reads empty while it exits and once it is a
+            zombie). False if there is no such process.
+        """
+        stat = processes.read_proc_stat(self.pid)
+        if stat is None:
             return False
-        return processes.read_cmdline(self.pid) == self.argv
+        if stat[1] != self.start_time:
+            return True
+        return processes.read_cmdline(self.pid) not in (self.argv, [])
 
 
 class DaemonRecords:
@@ -132,7 +167,7 @@ class DaemonRecords:
 
 def wait_gone(records: Sequence[DaemonRecord], deadline: float) -> bool:
     """
-    Wait until none of the daemons is alive.
+    Wait until all the daemons have ended (:meth:`DaemonRecord.has_ended`).
 
     Parameters
     ----------
@@ -147,11 +182,48 @@ def wait_gone(records: Sequence[DaemonRecord], deadline: float) -> bool:
         True if they are all gone (zombies count as gone), False if the
         deadline passed first.
     """
-    while any(r.is_alive() for r in records):
+    while not all(r.has_ended() for r in records):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
+
+
+def session_leftovers(records: Sequence[DaemonRecord]) -> list[tuple[int, int]]:
+    """
+    What is left in the sessions that ended daemons led.
+
+    A local cluster starts each daemon in a session of its own (its pid is
+    the session id). What the daemon forks stays in that session unless it
+    starts one of its own, and outlives the daemon without being anyone's
+    descendant any more: e.g. a child of ``sge_execd`` forked to exec a
+    shepherd, still named ``sge_execd``. Call this once the daemons have
+    ended; a daemon that is still exiting is in its session too.
+
+    Only processes of those very sessions are returned: the kernel gives no
+    new process a pid that is still some session's id, so while a process of
+    the session is left, ``pid`` is free, the daemon or its zombie. If it is
+    another process (:meth:`DaemonRecord.is_other_process`), the session is
+    someone else's and nothing of it is returned. Nor is a process that
+    started before the daemon.
+
+    Parameters
+    ----------
+    records : sequence of DaemonRecord
+        The daemons, started in sessions of their own.
+
+    Returns
+    -------
+    list of tuple of (int, int)
+        (pid, start time) of the live processes of those sessions,
+        ascending, for :func:`~pypoolparty.testing.processes.kill_all`.
+    """
+    found = set()
+    for record in records:
+        members = processes.with_start_times(processes.session_members(record.pid))
+        if not record.is_other_process():
+            found.update((p, t) for p, t in members if t >= record.start_time)
+    return sorted(found)
 
 
 # ----------------------------------------------------------------------

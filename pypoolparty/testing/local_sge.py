@@ -375,7 +375,8 @@ class LocalSgeCluster(LocalCluster):
 
         Only processes whose pid, start time and command line match a
         record are signalled, plus the shepherds and job processes that
-        descend from the recorded execd.
+        descend from the recorded execd and what is left in the daemons'
+        sessions (:func:`~pypoolparty.testing.daemons.session_leftovers`).
 
         Parameters
         ----------
@@ -400,7 +401,8 @@ class LocalSgeCluster(LocalCluster):
         if qmaster is not None:
             asked = answers and self._asked(["qconf", "-km"])
             self.terminate([qmaster], deadline, sigterm=not asked)
-        processes.kill_all(leftovers)
+        ended = [r for r in (execd, qmaster) if r is not None]
+        processes.kill_all(leftovers + daemons.session_leftovers(ended))
         self.records.forget_dead()
         self._forget_ended_children()
 

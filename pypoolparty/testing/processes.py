@@ -38,8 +38,9 @@ def _stat_fields(pid: int) -> list[str] | None:
     """
     The fields of ``/proc/<pid>/stat`` after the command name.
 
-    ``[0]`` is field 3 (state), ``[1]`` field 4 (ppid), ``[19]`` field 22
-    (start time). None if there is no such process.
+    ``[0]`` is field 3 (state), ``[1]`` field 4 (ppid), ``[3]`` field 6
+    (session id), ``[19]`` field 22 (start time). None if there is no such
+    process.
     """
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -75,6 +76,12 @@ def read_ppid(pid: int) -> int | None:
     """The parent's pid of a process; None if there is no such process."""
     fields = _stat_fields(pid)
     return None if fields is None else int(fields[1])
+
+
+def read_session(pid: int) -> int | None:
+    """The session id of a process; None if there is no such process."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[3])
 
 
 def live_start_time(pid: int) -> int | None:
@@ -235,6 +242,26 @@ def descendants(pids: Iterable[int], exclude: Iterable[int] = ()) -> set[int]:
         found.add(pid)
         todo.extend(children.get(pid, []))
     return found
+
+
+def session_members(sid: int) -> set[int]:
+    """
+    The processes in a session, as the process table is now.
+
+    Parameters
+    ----------
+    sid : int
+        The session id, i.e. the pid of the process that started the
+        session (``setsid``, ``start_new_session``).
+
+    Returns
+    -------
+    set of int
+        Every process whose session id is ``sid``, zombies and the session's
+        leader too, whoever their parent is now: a process whose parent
+        ended is no one's descendant any more, but stays in its session.
+    """
+    return {pid for pid in list_pids() if read_session(pid) == sid}
 
 
 # ----------------------------------------------------------------------
