@@ -65,6 +65,10 @@ def cancel_map(path: str) -> CancelOutcome:
     if status.state.ended:
         outcome.already_ended = True
         return outcome
+    # Who runs it is decided first: the driver, once it reads the note,
+    # cancels them too, and then they would look ended already.
+    scheduler = work_listing.load_scheduler(pool_dir)
+    targets = _workers_of(pool_dir, work_dir, scheduler)
     work_dir.request_cancel(
         {
             "time": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -79,8 +83,6 @@ def cancel_map(path: str) -> CancelOutcome:
         log = EventLog(work_dir.log_path, append=True)
         log.warning("cancelled", reason="cancelled with `pypoolparty cancel`; its driver was gone")
         log.close()
-    scheduler = work_listing.load_scheduler(pool_dir)
-    targets = _workers_of(pool_dir, work_dir, scheduler)
     if not targets:
         return outcome
     if scheduler is None:
@@ -104,7 +106,7 @@ def _workers_of(pool_dir: PoolDir, work_dir, scheduler) -> typing.List[str]:
     """The workers to cancel: those running the map's chunks, or all the
     pool's live workers when no other map of the pool is open."""
     try:
-        others_open = bool(pool_dir.look().maps)
+        others_open = bool(set(pool_dir.look().maps) - {work_dir.name})
     except FileNotFoundError:
         others_open = False
     if not others_open:
