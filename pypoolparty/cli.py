@@ -25,6 +25,7 @@ import time
 import typing
 
 from .core import map_control, work_listing
+from .core.event_lines import duration
 from .core.workdir import WORK_DIR_ENV
 
 OK, NEEDS_LOOK, USAGE = 0, 1, 2
@@ -161,8 +162,11 @@ def _report(args) -> int:
 
     try:
         path = report_page.write(work_dir.path, args.output)
-    except OSError as err:
-        print("pypoolparty: could not write the report: {}".format(err), file=sys.stderr)
+    except Exception as err:  # the log, the charts or the disk: say it, as documented
+        message = "could not write the report: {!r}".format(err)
+        if args.json:
+            _print_json({"map_dir": work_dir.path, "error": message, "exit_code": NEEDS_LOOK})
+        print("pypoolparty: " + message, file=sys.stderr)
         return NEEDS_LOOK
     if args.json:
         _print_json({"map_dir": work_dir.path, "report": path, "exit_code": OK})
@@ -189,7 +193,7 @@ def _pool_text(pool: work_listing.PoolStatus) -> str:
         for group in m.failures:
             lines.append(
                 "      {:d} × {:s}, last {:s} ago".format(
-                    group.count, group.cause, _duration(time.time() - group.last)
+                    group.count, group.cause, duration(time.time() - group.last)
                 )
             )
     return "\n".join(lines)
@@ -215,22 +219,11 @@ def _map_line(m: work_listing.MapStatus) -> str:
         text += ", {:d} resubmitted".format(m.resubmissions)
     if m.ended is not None and m.started:
         text += ", took {:s}, ended {:s} ago".format(
-            _duration(m.ended - m.started), _duration(time.time() - m.ended)
+            duration(m.ended - m.started), duration(time.time() - m.ended)
         )
     elif m.age:
-        text += ", started {:s} ago".format(_duration(m.age))
+        text += ", started {:s} ago".format(duration(m.age))
     return text
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return "{:d} s".format(seconds)
-    if seconds < 7200:
-        return "{:d} min".format(seconds // 60)
-    if seconds < 172800:
-        return "{:d} h".format(seconds // 3600)
-    return "{:d} days".format(seconds // 86400)
 
 
 def _ids(ids: typing.Sequence[str], show: int = 10) -> str:

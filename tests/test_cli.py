@@ -144,6 +144,8 @@ def test_cancel_a_running_map_from_another_shell(tmp_path):
         assert set(pool["workers"]) == {"ended"}
         (m,) = pool["maps"]
         assert m["state"] == "cancelled" and m["jobs_done"] < 20
+        # The driver submitted nothing after the note: its two first workers only.
+        assert sum(pool["workers"].values()) == 2
         code, out, _ = cli("cancel", map_dir, check_code=0)
         assert "had ended already" in out
     finally:
@@ -151,14 +153,15 @@ def test_cancel_a_running_map_from_another_shell(tmp_path):
         driver.wait()
 
 
-def test_cancel_after_the_driver_died_and_clean(tmp_path):
+def test_cancel_after_the_driver_died_then_rerun_and_clean(tmp_path):
     # With a store, a dead driver's workers go on: only cancel stops them.
-    driver = start_driver(tmp_path, num_jobs=20, seconds=2.0, store=tmp_path / "store")
+    store = tmp_path / "store"
+    driver = start_driver(tmp_path, num_jobs=16, seconds=1.0, store=store)
     try:
         map_dir = the_map(tmp_path)
         driver.send_signal(signal.SIGKILL)
         driver.wait(10)
-        time.sleep(1.0)
+        time.sleep(0.5)
         _, data = status_json(map_dir)
         assert data["pools"][0]["workers"].get("running", 0) >= 1
         code, out, _ = cli("clean", str(tmp_path / "work"), check_code=0)
@@ -170,18 +173,25 @@ def test_cancel_after_the_driver_died_and_clean(tmp_path):
         eventually(lambda: set(status_json(map_dir)[1]["pools"][0]["workers"]) == {"ended"}, 30)
         code, data = status_json(map_dir)
         assert data["pools"][0]["maps"][0]["state"] == "cancelled" and code == 1
-
-        pool_path = os.path.dirname(map_dir)
-        code, out, _ = cli("clean", str(tmp_path / "work"), "--dry-run", "--json", check_code=0)
-        assert set(json.loads(out)["removed"]) == {map_dir, pool_path}
-        assert os.path.isdir(map_dir)
-        cli("clean", str(tmp_path / "work"), check_code=0)
-        assert not os.path.exists(pool_path)
-        code, out, _ = cli("status", str(tmp_path / "work"), check_code=0)
-        assert "No pypoolparty pools" in out
     finally:
         driver.kill()
         driver.wait()
+
+    # The same call again: the cancelled map is not adopted (its note would
+    # cancel the rerun); what the store holds is taken, the rest runs anew.
+    rerun = start_driver(tmp_path, num_jobs=16, seconds=1.0, store=store)
+    out, err = rerun.communicate(timeout=60)
+    assert rerun.returncode == 0, out + err
+    assert "RESULT " + str(list(range(16))) in out
+
+    pool_path = os.path.dirname(map_dir)
+    code, out, _ = cli("clean", str(tmp_path / "work"), "--dry-run", "--json", check_code=0)
+    assert {map_dir, pool_path} <= set(json.loads(out)["removed"])
+    assert os.path.isdir(map_dir)
+    cli("clean", str(tmp_path / "work"), check_code=0)
+    assert not os.path.exists(pool_path)
+    code, out, _ = cli("status", str(tmp_path / "work"), check_code=0)
+    assert "No pypoolparty pools" in out
 
 
 def test_a_failed_map_is_listed_with_its_cause_and_cleaned(tmp_path):

@@ -92,6 +92,16 @@ def _command(argv: typing.Sequence[str]) -> str:
     return " ".join(words)
 
 
+def duration(seconds: float) -> str:
+    """``12.3 s``, ``4 min 5 s``, ``2 h 3 min``."""
+    if seconds < 60:
+        return "{:.1f} s".format(seconds)
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return "{:d} min {:d} s".format(minutes, secs)
+    return "{:d} h {:d} min".format(*divmod(minutes, 60))
+
+
 def _seconds(fields: dict) -> str:
     seconds = fields.get("seconds")
     return "" if seconds is None else " after {:.1f} s".format(seconds)

@@ -132,6 +132,7 @@ def read(path: str) -> typing.List[dict]:
     """Read a log written by :class:`EventLog`: one dict per line.
 
     Each dict holds the line's ``"t"``, ``"l"`` and the fields of the event.
+    A line that is not whole JSON is left out.
     """
     out = []
     with open(path, "rt") as f:
@@ -139,8 +140,11 @@ def read(path: str) -> typing.List[dict]:
             line = line.strip()
             if not line:
                 continue
-            outer = json.loads(line)
-            record = json.loads(outer["m"])
+            try:
+                outer = json.loads(line)
+                record = json.loads(outer["m"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short (its writer was killed, the disk full)
             record["t"] = outer["t"]
             record["l"] = outer["l"]
             out.append(record)

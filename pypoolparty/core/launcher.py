@@ -242,14 +242,16 @@ class Launcher:
         watch its workers as this pool's, collect what they finished.
 
         False if it cannot be adopted (its inputs were never written, it is
-        gone, it is on another filesystem, or another scheduler's): its jobs
-        then run anew.
+        gone, it is on another filesystem, another scheduler's, or it was
+        cancelled with ``pypoolparty cancel``): its jobs then run anew.
         """
         if info.get("scheduler") != self.scheduler.name or not info.get("work_dir") or not info.get("pool_dir"):
             return False  # another scheduler's, or a local.Pool's (its workers died with it)
         pool_dir, fleet = self.ensure_pool_dir()
         old_pool = PoolDir(info["pool_dir"])
         work_dir = WorkDir(info["work_dir"])
+        if work_dir.cancel_request() is not None:
+            return False
         try:
             manifest = work_dir.read_manifest()
             if os.stat(work_dir.path).st_dev != os.stat(pool_dir.path).st_dev:

@@ -57,10 +57,11 @@ def cancel_map(path: str) -> CancelOutcome:
     work_listing.NotAWorkDir
         If ``path`` is not a map dir.
     """
-    pool_dir, work_dir = work_listing.map_dir(path)
-    _, pool_event = work_listing.read_pool_log(pool_dir)
-    driver = work_listing.driver_of(pool_event)
-    status = work_listing.map_status(work_dir, driver, time.time())
+    own_pool, work_dir = work_listing.map_dir(path)
+    # A map adopted by another driver (its own died) is that pool's now.
+    pool_dir = work_listing.driving_pool(own_pool, work_listing.read_history(work_dir))
+    driver = work_listing.driver_of(pool_dir)
+    status = work_listing.map_status(work_dir, pool_dir, driver, time.time())
     outcome = CancelOutcome(map_dir=work_dir.path)
     if status.state.ended:
         outcome.already_ended = True
@@ -77,7 +78,8 @@ def cancel_map(path: str) -> CancelOutcome:
             "user": getpass.getuser(),
         }
     )
-    pool_dir.close_map(work_dir)
+    for pool in {own_pool.path: own_pool, pool_dir.path: pool_dir}.values():
+        pool.close_map(work_dir)
     if driver is not None and driver.alive is False:
         # No driver will end the map: say so in its log (no one else writes it).
         log = EventLog(work_dir.log_path, append=True)
@@ -112,8 +114,7 @@ def _workers_of(pool_dir: PoolDir, work_dir, scheduler) -> typing.List[str]:
     if not others_open:
         return work_listing.live_workers(pool_dir, scheduler)
     try:
-        unfinished = work_dir.claimed_chunks() - work_dir.finished_chunks()
-        return sorted(set(work_dir.claims(sorted(unfinished)).values()))
+        return sorted(set(work_dir.running_claims().values()))
     except FileNotFoundError:
         return []
 
@@ -122,30 +123,26 @@ def clean(path: str, dry_run: bool = False) -> CleanOutcome:
     """Remove the maps under ``path`` that ended, and pools with nothing left.
 
     A map is removed when its log says it completed, failed or was
-    cancelled. A pool's folder goes when no map is left in it, none of its
-    workers is alive, and it was closed or stopped or its driver is gone.
-    Everything else is kept, with the reason.
+    cancelled and its driver is done with its folder (or gone). A pool's
+    folder goes when no map is left in it, none of its workers is alive,
+    and it was closed or stopped or its driver is gone. Everything else is
+    kept, with the reason. Given a map's folder, only that map is looked at.
 
     Raises
     ------
     work_listing.NotAWorkDir
-        If ``path`` holds no pool.
+        If ``path`` is not a folder.
     """
-    pools = work_listing.pool_dirs(path)
-    if not pools and not os.path.isdir(path):
-        raise work_listing.NotAWorkDir("{!r} is not a folder".format(path))
     outcome = CleanOutcome()
-    for pool_dir in pools:
+    if work_listing.is_map_dir(path):
+        pool_dir, work_dir = work_listing.map_dir(path)
+        driver = work_listing.driver_of(pool_dir)
+        status = work_listing.map_status(work_dir, pool_dir, driver, time.time())
+        _clean_map(pool_dir, status, dry_run, outcome)
+        return outcome
+    for pool_dir in work_listing.pool_dirs(path):
         status = work_listing.pool_status(pool_dir)
-        left = 0
-        for m in status.maps:
-            if m.state.ended:
-                outcome.removed.append(m.path)
-                if not dry_run:
-                    pool_dir.map_dir(m.name).remove()
-            else:
-                left += 1
-                outcome.kept.append((m.path, _why_kept(m.state)))
+        left = sum(not _clean_map(pool_dir, m, dry_run, outcome) for m in status.maps)
         why = _why_pool_kept(pool_dir, status, left)
         if why:
             outcome.kept.append((pool_dir.path, why))
@@ -154,6 +151,22 @@ def clean(path: str, dry_run: bool = False) -> CleanOutcome:
         if not dry_run:
             pool_dir.remove()
     return outcome
+
+
+def _clean_map(
+    pool_dir: PoolDir, status: "work_listing.MapStatus", dry_run: bool, outcome: CleanOutcome
+) -> bool:
+    """Remove one map if it ended and no driver uses its folder; True if it went."""
+    if not (status.state.ended and status.released):
+        why = _why_kept(status.state) if not status.state.ended else (
+            "it ended just now; its driver still writes into it"
+        )
+        outcome.kept.append((status.path, why))
+        return False
+    outcome.removed.append(status.path)
+    if not dry_run:
+        pool_dir.map_dir(status.name).remove()
+    return True
 
 
 def _why_kept(state: "work_listing.MapState") -> str:

@@ -124,6 +124,10 @@ class MapHistory:
     num_chunks: int = 0
     funcs: typing.Tuple[str, ...] = ()
     processes: typing.Optional[int] = None
+    adopted_by: str = ""
+    """The pool dir of the driver that adopted the map (its first died)."""
+    kept: bool = False
+    """The driver is done with the folder (its last event: work_dir_kept)."""
     end: MapEnd = MapEnd.RUNNING
     ended: typing.Optional[float] = None
     error: str = ""
@@ -253,6 +257,11 @@ def take(h: MapHistory, name: str, t: float, r: dict) -> None:
                 traceback=str(r.get("traceback", "")),
             )
         )
+    elif name == "adopted":
+        h.adopted_by = str(r.get("pool_dir", ""))
+        h.end, h.ended, h.kept = MapEnd.RUNNING, None, False  # a new driver goes on with it
+    elif name == "work_dir_kept":
+        h.kept = True
     elif name in ("submitted", "workers_adopted"):
         h.submissions.append(
             Submission(time=t, index=int(r.get("submission", -1)), workers=tuple(r.get("workers", ())))

@@ -424,8 +424,7 @@ class MapRun:
         workers that served earlier maps stay for the next one.
         """
         try:
-            unfinished = [c for c in self.work_dir.claimed_chunks() if self.results[c] is None]
-            running = set(self.work_dir.claims(unfinished).values())
+            running = set(self.work_dir.running_claims().values())
         except FileNotFoundError:
             running = set()
         self.fleet.cancel(sorted(running), "its map ended", self.log)

@@ -8,6 +8,8 @@ The only code that knows this layout::
         init.pickle              cloudpickle of (initializer, initargs)
         scheduler.pickle         cloudpickle of the scheduler adapter, for
                                  the command line (status, cancel)
+        driver                   touched by the driver every DRIVER_BEAT_SECONDS:
+                                 whether it lives, seen from any host
         open/<map name>          an empty file per map in flight
         open/closed              the pool takes no more maps
         open/stop                the pool was terminated: workers leave now
@@ -31,6 +33,7 @@ import itertools
 import json
 import os
 import tempfile
+import time
 import typing
 
 from .workdir import Folder, WorkDir, make_private_dir, open_private, write_atomic
@@ -38,6 +41,12 @@ from .workdir import Folder, WorkDir, make_private_dir, open_private, write_atom
 SETTINGS = "settings.json"
 INIT = "init.pickle"
 SCHEDULER = "scheduler.pickle"
+DRIVER = "driver"
+#: The driver touches its pool dir's ``driver`` file this often (one
+#: metadata write, also while the pool idles) ...
+DRIVER_BEAT_SECONDS = 30.0
+#: ... and is taken for dead, from another host, when the file is older.
+DRIVER_STALE_SECONDS = 180.0
 OPEN = "open"
 WORKERS = "workers"
 EXITS = "exits"
@@ -125,7 +134,9 @@ class PoolDir(Folder):
         write_atomic(
             os.path.join(path, SETTINGS), json.dumps(dataclasses.asdict(settings)).encode()
         )
-        return cls(path)
+        pool_dir = cls(path)
+        pool_dir.beat()
+        return pool_dir
 
     def new_map_dir(self) -> WorkDir:
         """A new private map dir; names sort in the order maps were made."""
@@ -229,6 +240,24 @@ class PoolDir(Folder):
         """Keep the adapter, so that another process can ask about and
         cancel this pool's workers (the command line)."""
         write_atomic(self.join(SCHEDULER), scheduler_pickle)
+
+    def beat(self) -> None:
+        """The driver lives: touch the ``driver`` file."""
+        path = self.join(DRIVER)
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            try:
+                open_private(path).close()
+            except FileNotFoundError:
+                pass  # the pool dir is gone
+
+    def driver_silence(self) -> typing.Optional[float]:
+        """Seconds since the driver's last :meth:`beat` (None: it never beat)."""
+        try:
+            return max(0.0, time.time() - os.stat(self.join(DRIVER)).st_mtime)
+        except FileNotFoundError:
+            return None
 
     def read_scheduler_pickle(self) -> typing.Optional[bytes]:
         """The adapter's pickle, or None if the pool kept none."""

@@ -21,11 +21,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import html
+import importlib.util
 import os
 import typing
 
 from .. import version
-from . import event_log, map_history, report_charts, report_tables
+from . import map_history, report_charts, report_tables, work_listing
+from .event_lines import duration
 from .map_history import MapEnd, MapHistory
 from .pooldir import PoolDir
 from .workdir import LOG, REPORT, write_atomic
@@ -99,12 +101,9 @@ class PoolFacts:
         here, linked = map_dir, os.path.realpath(map_dir)
         parents = dict.fromkeys(os.path.dirname(p) for p in (here, linked))
         facts = cls([PoolDir(p) for p in parents])
-        try:
-            first = event_log.read(facts.pool_dirs[0].log_path)[0]
-        except (OSError, ValueError, KeyError, IndexError):
-            return facts
-        if first.get("event") == "pool" and first.get("driver_host"):
-            facts.driver = "{} (pid {})".format(first["driver_host"], first.get("driver_pid", "?"))
+        driver = work_listing.driver_of(facts.pool_dirs[0])
+        if driver is not None:
+            facts.driver = "{} (pid {:d})".format(driver.host, driver.pid)
         return facts
 
     def output_tail(self, worker: str) -> str:
@@ -144,16 +143,6 @@ def render(history: MapHistory, pool: PoolFacts) -> str:
 def clock(epoch: float) -> str:
     """A moment in local time, to the second."""
     return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def duration(seconds: float) -> str:
-    """``12.3 s``, ``4 min 5 s``, ``2 h 3 min``."""
-    if seconds < 60:
-        return "{:.1f} s".format(seconds)
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return "{:d} min {:d} s".format(minutes, secs)
-    return "{:d} h {:d} min".format(*divmod(minutes, 60))
 
 
 def _outcome(h: MapHistory) -> str:
@@ -205,9 +194,7 @@ TIMELINE_CAPTION = (
 
 
 def _charts(h: MapHistory) -> str:
-    try:
-        import matplotlib  # noqa: F401  (report_charts imports it where it draws)
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         return (
             '<h2>Timeline</h2><p class="note" id="timeline">The charts need matplotlib, '
             "which is not installed here (pip install matplotlib).</p>"

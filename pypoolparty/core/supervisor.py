@@ -18,6 +18,7 @@ import typing
 
 from .. import errors
 from .map_run import MapRun
+from .pooldir import DRIVER_BEAT_SECONDS
 from .workers import Fleet
 
 
@@ -89,6 +90,7 @@ class Supervisor:
         self._drain_started = False
         self._need_plan = False
         self._next_poll = 0.0
+        self._next_beat = 0.0
         self._unproductive_in_a_row = 0
         self._last_busy = time.monotonic()
         self._unstarted_cancelled = True
@@ -184,6 +186,7 @@ class Supervisor:
                 for run in runs:
                     run.fail(exc)
                 changed = True
+            self._beat()
             with self._cond:
                 self._rounds += 1
                 self._cond.notify_all()
@@ -208,7 +211,14 @@ class Supervisor:
                 elif self.fleet is not None and self.fleet.alive_ids():
                     self._cond.wait(max(0.0, self._next_poll - time.monotonic()))
                 elif not self._stopping:
-                    self._cond.wait()
+                    self._cond.wait(DRIVER_BEAT_SECONDS)  # idle: only the heartbeat
+
+    def _beat(self) -> None:
+        """Tell whoever looks from outside (the command line) that the
+        driver lives: one touch of a file every DRIVER_BEAT_SECONDS."""
+        if self.fleet is not None and time.monotonic() >= self._next_beat:
+            self._next_beat = time.monotonic() + DRIVER_BEAT_SECONDS
+            self.fleet.pool_dir.beat()
 
     def _drain_done(self) -> bool:
         """Nothing left to wait for: not draining, or no worker alive."""

@@ -20,7 +20,7 @@ import typing
 
 from . import event_log, map_history
 from .map_history import MapEnd, MapHistory
-from .pooldir import OPEN, SETTINGS, PoolDir
+from .pooldir import DRIVER_STALE_SECONDS, OPEN, SETTINGS, PoolDir
 from .scheduler import Scheduler, WorkerState
 from .workdir import MANIFEST, WorkDir
 
@@ -53,12 +53,14 @@ class MapState(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Driver:
-    """The process that ran the pool: ``alive`` is None when it ran on
-    another host (this one cannot tell)."""
+    """The process that ran the pool: ``alive`` is None when neither its
+    host nor a heartbeat can tell."""
 
     host: str
     pid: int
     alive: typing.Optional[bool]
+    silence: typing.Optional[float] = None
+    """Seconds since its last heartbeat (None: it kept none)."""
 
 
 @dataclasses.dataclass
@@ -77,6 +79,9 @@ class MapStatus:
     age: float
     resubmissions: int
     failures: typing.List[map_history.FailureGroup]
+    released: bool = False
+    """No driver uses its folder any more (it logged that it kept it, or
+    it is gone): ``clean`` may remove it once it ended."""
 
     @property
     def name(self) -> str:
@@ -183,25 +188,49 @@ def read_pool_log(pool_dir: PoolDir) -> typing.Tuple[MapHistory, dict]:
     return history, pool_event
 
 
-def driver_of(pool_event: dict) -> typing.Optional[Driver]:
-    """The pool's driver process, and whether it is alive (same host only)."""
+def driver_of(pool_dir: PoolDir, pool_event: typing.Optional[dict] = None) -> typing.Optional[Driver]:
+    """The pool's driver process, and whether it is alive.
+
+    On its own host the process is looked up; from anywhere, a driver
+    whose heartbeat (:meth:`~.pooldir.PoolDir.beat`) is older than
+    :data:`~.pooldir.DRIVER_STALE_SECONDS` is gone. ``pool_event``: the
+    pool log's first event, if read already.
+    """
+    if pool_event is None:
+        pool_event = read_pool_log(pool_dir)[1]
     host, pid = pool_event.get("driver_host"), pool_event.get("driver_pid")
     if not host or not pid:
         return None
-    alive = None
+    silence = pool_dir.driver_silence()
+    stale = silence is not None and silence > DRIVER_STALE_SECONDS
+    alive = None if silence is None else not stale
     if host == socket.gethostname():
         try:
             os.kill(int(pid), 0)
-            alive = True
+            alive = not stale
         except ProcessLookupError:
             alive = False
         except PermissionError:
-            alive = True
-    return Driver(host=str(host), pid=int(pid), alive=alive)
+            alive = not stale
+    return Driver(host=str(host), pid=int(pid), alive=alive, silence=silence)
+
+
+def driving_pool(pool_dir: PoolDir, history: MapHistory) -> PoolDir:
+    """The pool whose driver runs the map now: another one's if it adopted
+    the map after its own driver died."""
+    if history.adopted_by and is_pool_dir(history.adopted_by):
+        return PoolDir(history.adopted_by)
+    return pool_dir
 
 
 def load_scheduler(pool_dir: PoolDir) -> typing.Optional[Scheduler]:
-    """The adapter the pool kept, or None (none kept, or it cannot load)."""
+    """The adapter the pool kept, or None (none kept, it cannot load, or
+    another user owns the pool: unpickling runs its owner's code)."""
+    try:
+        if os.stat(pool_dir.path).st_uid != os.getuid():
+            return None
+    except OSError:
+        return None
     data = pool_dir.read_scheduler_pickle()
     if data is None:
         return None
@@ -240,22 +269,26 @@ def worker_states(
     return states, "scheduler"
 
 
-def map_status(work_dir: WorkDir, driver: typing.Optional[Driver], now: float) -> MapStatus:
-    """How far a map got, from its log, its results and its claims."""
-    try:
-        history = map_history.read(work_dir.log_path, work_dir.path)
-    except (OSError, ValueError):
-        history = MapHistory(path=work_dir.path)
+def map_status(
+    work_dir: WorkDir, pool_dir: PoolDir, driver: typing.Optional[Driver], now: float
+) -> MapStatus:
+    """How far a map got, from its log, its results and its claims.
+
+    ``driver`` is its pool's; a map another pool adopted is judged by that
+    pool's driver.
+    """
+    history = read_history(work_dir)
+    if driving_pool(pool_dir, history).path != pool_dir.path:
+        driver = driver_of(driving_pool(pool_dir, history))
     chunks_done, jobs_done, running = 0, history.jobs_done, 0
     num_jobs, num_chunks = history.num_jobs, history.num_chunks
     try:
         manifest = work_dir.read_manifest()
         finished = work_dir.finished_chunks()
-        claimed = work_dir.claimed_chunks()
         num_jobs, num_chunks = manifest.num_jobs, manifest.num_chunks
         chunks_done = len(finished)
         jobs_done = sum(len(manifest.chunk_range(c)) for c in finished if c < manifest.num_chunks)
-        running = len(claimed - finished)
+        running = len(work_dir.running_claims())
     except (OSError, ValueError, TypeError):
         pass
     return MapStatus(
@@ -271,7 +304,16 @@ def map_status(work_dir: WorkDir, driver: typing.Optional[Driver], now: float) -
         age=max(0.0, now - history.started) if history.started else 0.0,
         resubmissions=len(history.losses),
         failures=history.failures_by_cause(),
+        released=history.kept or bool(driver is not None and driver.alive is False),
     )
+
+
+def read_history(work_dir: WorkDir) -> MapHistory:
+    """The map's log as a history (an empty one if it has none yet)."""
+    try:
+        return map_history.read(work_dir.log_path, work_dir.path)
+    except OSError:
+        return MapHistory(path=work_dir.path)
 
 
 def _state(history: MapHistory, work_dir: WorkDir, driver: typing.Optional[Driver]) -> MapState:
@@ -287,7 +329,7 @@ def _state(history: MapHistory, work_dir: WorkDir, driver: typing.Optional[Drive
 def pool_status(pool_dir: PoolDir, ask_scheduler: bool = True) -> PoolStatus:
     """A pool's driver, its workers by state and its maps on disk."""
     history, pool_event = read_pool_log(pool_dir)
-    driver = driver_of(pool_event)
+    driver = driver_of(pool_dir, pool_event)
     scheduler = load_scheduler(pool_dir) if ask_scheduler else None
     states, source = worker_states(pool_dir, history, scheduler)
     counts: typing.Dict[str, int] = {}
@@ -300,7 +342,7 @@ def pool_status(pool_dir: PoolDir, ask_scheduler: bool = True) -> PoolStatus:
         driver=driver,
         workers=counts,
         states_from=source,
-        maps=[map_status(w, driver, now) for w in map_dirs(pool_dir)],
+        maps=[map_status(w, pool_dir, driver, now) for w in map_dirs(pool_dir)],
     )
 
 

@@ -294,6 +294,11 @@ class WorkDir(Folder):
                 pass
         return out
 
+    def running_claims(self) -> typing.Dict[int, str]:
+        """The claimed chunks without a result file, and who claimed each."""
+        unfinished = self.claimed_chunks() - self.finished_chunks()
+        return self.claims(sorted(unfinished))
+
     def release(self, chunk: int) -> None:
         """Make a chunk claimable again (its claimant died)."""
         try:
@@ -355,11 +360,13 @@ class WorkDir(Folder):
         """What :meth:`request_cancel` wrote, or None (one open)."""
         try:
             with open(self.join(CANCEL), "rt") as f:
-                return json.load(f)
-        except FileNotFoundError:
+                text = f.read()
+        except OSError:  # none, or a passing error of the filesystem: look again later
             return None
-        except (OSError, ValueError):
-            return {}
+        try:
+            return dict(json.loads(text))
+        except (ValueError, TypeError):
+            return {}  # there, but cut short
 
     def write_result(self, chunk: int, data: bytes) -> None:
         write_atomic(self.result_path(chunk), data)
