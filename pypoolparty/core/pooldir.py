@@ -249,8 +249,10 @@ class PoolDir(Folder):
         except FileNotFoundError:
             try:
                 open_private(path).close()
-            except FileNotFoundError:
+            except OSError:
                 pass  # the pool dir is gone
+        except OSError:
+            pass  # a passing error of the filesystem: the next beat comes soon
 
     def driver_silence(self) -> typing.Optional[float]:
         """Seconds since the driver's last :meth:`beat` (None: it never beat)."""

@@ -218,7 +218,10 @@ class Supervisor:
         driver lives: one touch of a file every DRIVER_BEAT_SECONDS."""
         if self.fleet is not None and time.monotonic() >= self._next_beat:
             self._next_beat = time.monotonic() + DRIVER_BEAT_SECONDS
-            self.fleet.pool_dir.beat()
+            try:
+                self.fleet.pool_dir.beat()
+            except Exception:  # a heartbeat never stops the supervisor
+                pass
 
     def _drain_done(self) -> bool:
         """Nothing left to wait for: not draining, or no worker alive."""
