@@ -153,6 +153,43 @@ def test_cancel_a_running_map_from_another_shell(tmp_path):
         driver.wait()
 
 
+TWO_MAPS = textwrap.dedent(
+    """
+    import sys, time, pypoolparty
+
+    if __name__ == "__main__":
+        with pypoolparty.processes.Pool(2, work_dir=sys.argv[1], polling_interval=0.2) as pool:
+            first = pool.map_async(time.sleep, [1.0] * 12, chunksize=1)
+            time.sleep(0.5)
+            second = pool.map_async(abs, range(-3, 3), chunksize=1)
+            print("SECOND", second.get(timeout=60), flush=True)
+            try:
+                first.get(timeout=60)
+            except Exception as exc:
+                print("FIRST RAISED", type(exc).__name__, flush=True)
+    """
+)
+
+
+def test_cancel_one_map_of_a_pool_leaves_the_other(tmp_path):
+    script = tmp_path / "two.py"
+    script.write_text(TWO_MAPS)
+    driver = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "work")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        first = the_map(tmp_path)
+        eventually(lambda: len(work_listing.map_dirs(work_listing.pool_dirs(first)[0])) == 2, 30)
+        code, out, _ = cli("cancel", first, "--json", check_code=0)
+        assert json.loads(out)["workers"]
+        # The other map goes on: the driver submits workers for it again.
+        out, _ = driver.communicate(timeout=60)
+        assert "SECOND [3, 2, 1, 0, 1, 2]" in out and "FIRST RAISED CancelledError" in out
+    finally:
+        driver.kill()
+        driver.wait()
+
+
 def test_cancel_after_the_driver_died_then_rerun_and_clean(tmp_path):
     # With a store, a dead driver's workers go on: only cancel stops them.
     store = tmp_path / "store"
