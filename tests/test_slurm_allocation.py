@@ -11,6 +11,7 @@ SIGKILL of the driver (the reaper does).
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -277,8 +278,9 @@ def test_pool_and_executor_run_as_steps_of_the_drivers_allocation_on_both_nodes(
     # The MPI call ran on two ranks of one step of the same allocation.
     assert [(r["rank"], r["size"], r["total"]) for r in record["mpi"]] == [(0, 2, 6), (1, 2, 6)]
     assert {(r["job"], r["step"]) for r in record["mpi"]} == {(str(a.job_id), record["mpi"][0]["step"])}
-    # Six workers on four CPUs: two steps were pending until CPUs were free.
-    assert '"scheduler_state": "PENDING"' in a.log().replace('\\"', '"')
+    # Six workers on four CPUs: two steps were pending until CPUs were free
+    # (verbose=True's line for a worker the scheduler reports PENDING).
+    assert re.search(r"worker \S+ pending", a.log()), a.log()
 
     # Nothing left: no step of the pool, no srun; and the next job id is the
     # driver's plus one, so no job was submitted in between.
@@ -309,9 +311,11 @@ def test_ctrl_c_cancels_the_steps_before_the_caller_sees_it(allocation):
     # Still in the driver's except block: no atexit, no reaper yet.
     assert pool_steps(listed, a.name) == [], listed
     assert a.sruns() == []
-    # The driver asked SLURM to cancel the running steps, and it could.
+    # The driver asked SLURM to cancel the running steps, and it could
+    # (verbose=True's lines: the cancel, and no failed scancel).
     log = a.log()
-    assert '"argv": ["scancel", ' in log.replace('\\"', '"')
+    assert re.search(r"cancelling \d+ workers", log), log
+    assert "scancel failed" not in log and "cancel_failed" not in log
     (a.meet / "go").touch()
     assert a.finish()
     assert "KeyboardInterrupt" in a.log()
