@@ -24,6 +24,7 @@ from .. import errors
 from . import work_listing
 from .event_log import EventLog
 from .pooldir import CLOSED, STOP, PoolDir
+from .scheduler import WorkerState
 
 
 @dataclasses.dataclass
@@ -58,10 +59,12 @@ def cancel_map(path: str) -> CancelOutcome:
         If ``path`` is not a map dir.
     """
     own_pool, work_dir = work_listing.map_dir(path)
+    history = work_listing.read_history(work_dir.log_path, work_dir.path)
     # A map adopted by another driver (its own died) is that pool's now.
-    pool_dir = work_listing.driving_pool(own_pool, work_listing.read_history(work_dir))
-    driver = work_listing.driver_of(pool_dir)
-    status = work_listing.map_status(work_dir, pool_dir, driver, time.time())
+    pool_dir = work_listing.driving_pool(own_pool, history)
+    pool_history = work_listing.read_pool_log(pool_dir)
+    driver = work_listing.driver_of(pool_dir, pool_history)
+    status = work_listing.map_status(work_dir, pool_dir, driver, time.time(), history)
     outcome = CancelOutcome(map_dir=work_dir.path)
     if status.state.ended:
         outcome.already_ended = True
@@ -69,7 +72,7 @@ def cancel_map(path: str) -> CancelOutcome:
     # Who runs it is decided first: the driver, once it reads the note,
     # cancels them too, and then they would look ended already.
     scheduler = work_listing.load_scheduler(pool_dir)
-    targets = _workers_of(pool_dir, work_dir, scheduler)
+    targets = _workers_of(pool_dir, pool_history, work_dir, scheduler)
     work_dir.request_cancel(
         {
             "time": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -104,7 +107,7 @@ def cancel_map(path: str) -> CancelOutcome:
     return outcome
 
 
-def _workers_of(pool_dir: PoolDir, work_dir, scheduler) -> typing.List[str]:
+def _workers_of(pool_dir: PoolDir, pool_history, work_dir, scheduler) -> typing.List[str]:
     """The workers to cancel: those running the map's chunks, or all the
     pool's live workers when no other map of the pool is open."""
     try:
@@ -112,7 +115,7 @@ def _workers_of(pool_dir: PoolDir, work_dir, scheduler) -> typing.List[str]:
     except FileNotFoundError:
         others_open = False
     if not others_open:
-        return work_listing.live_workers(pool_dir, scheduler)
+        return work_listing.live_workers(pool_dir, pool_history, scheduler)
     try:
         return sorted(set(work_dir.running_claims().values()))
     except FileNotFoundError:
@@ -181,7 +184,7 @@ def _why_kept(state: "work_listing.MapState") -> str:
 def _why_pool_kept(pool_dir: PoolDir, status: "work_listing.PoolStatus", maps_left: int) -> str:
     if maps_left:
         return "{:d} of its maps did not end".format(maps_left)
-    alive = sum(n for s, n in status.workers.items() if s != "ended")
+    alive = sum(n for s, n in status.workers.items() if s != WorkerState.ENDED.value)
     if alive:
         return "{:d} of its workers are alive ({:s})".format(
             alive, ", ".join("{:d} {:s}".format(n, s) for s, n in sorted(status.workers.items()))

@@ -128,6 +128,9 @@ class MapHistory:
     """The pool dir of the driver that adopted the map (its first died)."""
     kept: bool = False
     """The driver is done with the folder (its last event: work_dir_kept)."""
+    driver_host: str = ""
+    driver_pid: typing.Optional[int] = None
+    """Who drives it: a pool's log names its driver (its ``pool`` event)."""
     end: MapEnd = MapEnd.RUNNING
     ended: typing.Optional[float] = None
     error: str = ""
@@ -216,7 +219,11 @@ def read(log_path: str, map_dir: str = "") -> MapHistory:
 def take(h: MapHistory, name: str, t: float, r: dict) -> None:
     """Add the event ``name`` of time ``t`` and fields ``r`` to ``h``."""
     h.last_event = max(h.last_event, t)
-    if name == "map":
+    if name == "pool":
+        h.scheduler = str(r.get("scheduler", ""))
+        h.driver_host = str(r.get("driver_host") or "")
+        h.driver_pid = r.get("driver_pid")
+    elif name == "map":
         h.started = t
         h.scheduler = str(r.get("scheduler", ""))
         h.num_jobs = int(r.get("num_jobs", 0))

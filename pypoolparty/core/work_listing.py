@@ -172,33 +172,30 @@ def map_dirs(pool_dir: PoolDir) -> typing.List[WorkDir]:
 
 
 # ------------------------------------------------------------------ reading
-def read_pool_log(pool_dir: PoolDir) -> typing.Tuple[MapHistory, dict]:
-    """The pool's log as a history (submissions, states, calls) and its
-    first ``pool`` event ({} if none)."""
+def read_history(log_path: str, folder: str) -> MapHistory:
+    """A map's or a pool's log as a history (an empty one if it has none)."""
     try:
-        records = event_log.read(pool_dir.log_path)
-    except (OSError, ValueError):
-        records = []
-    history = MapHistory(path=pool_dir.path)
-    pool_event: dict = {}
-    for record in records:
-        if record.get("event") == "pool" and not pool_event:
-            pool_event = record
-        map_history.take(history, record.get("event", ""), map_history.timestamp(record["t"]), record)
-    return history, pool_event
+        return map_history.read(log_path, folder)
+    except OSError:
+        return MapHistory(path=folder)
 
 
-def driver_of(pool_dir: PoolDir, pool_event: typing.Optional[dict] = None) -> typing.Optional[Driver]:
+def read_pool_log(pool_dir: PoolDir) -> MapHistory:
+    """The pool's log: its driver, submissions, workers' states, calls."""
+    return read_history(pool_dir.log_path, pool_dir.path)
+
+
+def driver_of(pool_dir: PoolDir, history: typing.Optional[MapHistory] = None) -> typing.Optional[Driver]:
     """The pool's driver process, and whether it is alive.
 
     On its own host the process is looked up; from anywhere, a driver
     whose heartbeat (:meth:`~.pooldir.PoolDir.beat`) is older than
-    :data:`~.pooldir.DRIVER_STALE_SECONDS` is gone. ``pool_event``: the
-    pool log's first event, if read already.
+    :data:`~.pooldir.DRIVER_STALE_SECONDS` is gone. ``history``: the
+    pool's log, if read already.
     """
-    if pool_event is None:
-        pool_event = read_pool_log(pool_dir)[1]
-    host, pid = pool_event.get("driver_host"), pool_event.get("driver_pid")
+    if history is None:
+        history = read_pool_log(pool_dir)
+    host, pid = history.driver_host, history.driver_pid
     if not host or not pid:
         return None
     silence = pool_dir.driver_silence()
@@ -212,7 +209,7 @@ def driver_of(pool_dir: PoolDir, pool_event: typing.Optional[dict] = None) -> ty
             alive = False
         except PermissionError:
             alive = not stale
-    return Driver(host=str(host), pid=int(pid), alive=alive, silence=silence)
+    return Driver(host=host, pid=int(pid), alive=alive, silence=silence)
 
 
 def driving_pool(pool_dir: PoolDir, history: MapHistory) -> PoolDir:
@@ -270,16 +267,22 @@ def worker_states(
 
 
 def map_status(
-    work_dir: WorkDir, pool_dir: PoolDir, driver: typing.Optional[Driver], now: float
+    work_dir: WorkDir,
+    pool_dir: PoolDir,
+    driver: typing.Optional[Driver],
+    now: float,
+    history: typing.Optional[MapHistory] = None,
 ) -> MapStatus:
     """How far a map got, from its log, its results and its claims.
 
     ``driver`` is its pool's; a map another pool adopted is judged by that
-    pool's driver.
+    pool's driver. ``history``: the map's log, if read already.
     """
-    history = read_history(work_dir)
-    if driving_pool(pool_dir, history).path != pool_dir.path:
-        driver = driver_of(driving_pool(pool_dir, history))
+    if history is None:
+        history = read_history(work_dir.log_path, work_dir.path)
+    driving = driving_pool(pool_dir, history)
+    if driving.path != pool_dir.path:
+        driver = driver_of(driving)
     chunks_done, jobs_done, running = 0, history.jobs_done, 0
     num_jobs, num_chunks = history.num_jobs, history.num_chunks
     try:
@@ -288,7 +291,7 @@ def map_status(
         num_jobs, num_chunks = manifest.num_jobs, manifest.num_chunks
         chunks_done = len(finished)
         jobs_done = sum(len(manifest.chunk_range(c)) for c in finished if c < manifest.num_chunks)
-        running = len(work_dir.running_claims())
+        running = len(work_dir.claimed_chunks() - finished)
     except (OSError, ValueError, TypeError):
         pass
     return MapStatus(
@@ -308,14 +311,6 @@ def map_status(
     )
 
 
-def read_history(work_dir: WorkDir) -> MapHistory:
-    """The map's log as a history (an empty one if it has none yet)."""
-    try:
-        return map_history.read(work_dir.log_path, work_dir.path)
-    except OSError:
-        return MapHistory(path=work_dir.path)
-
-
 def _state(history: MapHistory, work_dir: WorkDir, driver: typing.Optional[Driver]) -> MapState:
     if history.end is not MapEnd.RUNNING:
         return MapState(history.end.value)
@@ -328,8 +323,8 @@ def _state(history: MapHistory, work_dir: WorkDir, driver: typing.Optional[Drive
 
 def pool_status(pool_dir: PoolDir, ask_scheduler: bool = True) -> PoolStatus:
     """A pool's driver, its workers by state and its maps on disk."""
-    history, pool_event = read_pool_log(pool_dir)
-    driver = driver_of(pool_dir, pool_event)
+    history = read_pool_log(pool_dir)
+    driver = driver_of(pool_dir, history)
     scheduler = load_scheduler(pool_dir) if ask_scheduler else None
     states, source = worker_states(pool_dir, history, scheduler)
     counts: typing.Dict[str, int] = {}
@@ -338,7 +333,7 @@ def pool_status(pool_dir: PoolDir, ask_scheduler: bool = True) -> PoolStatus:
     now = time.time()
     return PoolStatus(
         path=pool_dir.path,
-        scheduler=str(pool_event.get("scheduler", "")),
+        scheduler=history.scheduler,
         driver=driver,
         workers=counts,
         states_from=source,
@@ -346,8 +341,9 @@ def pool_status(pool_dir: PoolDir, ask_scheduler: bool = True) -> PoolStatus:
     )
 
 
-def live_workers(pool_dir: PoolDir, scheduler: typing.Optional[Scheduler]) -> typing.List[str]:
-    """The pool's workers not known to have ended."""
-    history, _ = read_pool_log(pool_dir)
+def live_workers(
+    pool_dir: PoolDir, history: MapHistory, scheduler: typing.Optional[Scheduler]
+) -> typing.List[str]:
+    """The pool's workers not known to have ended (``history``: its log)."""
     states, _ = worker_states(pool_dir, history, scheduler)
     return sorted(w for w, s in states.items() if s != WorkerState.ENDED.value)
