@@ -112,9 +112,7 @@ class MapRun:
         self.sink = sink
         self.log = log
         self.stop_on_failure = stop_on_failure
-        self.place = reports.Place(
-            work_dir.path, work_dir.log_path, report_page.default_path(work_dir.path)
-        )
+        self.place = reports.Place(work_dir.path, work_dir.log_path, work_dir.report_path)
         self.lock = threading.RLock()
         self.started = time.monotonic()
         self.active = True
@@ -197,7 +195,8 @@ class MapRun:
         self.results[chunk] = result
         self.num_finished += 1
         self.fleet.credit(result.worker_id)
-        self.progress.jobs_done(len(self.chunk_jobs(chunk)))
+        num_jobs = len(self.chunk_jobs(chunk))
+        self.progress.jobs_done(num_jobs)
         self.log.event(
             "chunk_done",
             chunk=chunk,
@@ -205,7 +204,7 @@ class MapRun:
             host=result.host,
             started=round(result.started, 3),
             ended=round(result.ended, 3),
-            num_jobs=len(self.chunk_jobs(chunk)),
+            num_jobs=num_jobs,
             failed=result.failure is not None,
         )
         pairs = []

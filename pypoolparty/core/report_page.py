@@ -30,7 +30,7 @@ from . import map_history, report_charts, report_tables, work_listing
 from .event_lines import duration
 from .map_history import MapEnd, MapHistory
 from .pooldir import PoolDir
-from .workdir import LOG, REPORT, write_atomic
+from .workdir import LOG, WorkDir, write_atomic
 
 STYLE = """
 body { font: 14px/1.45 "DejaVu Sans", Verdana, sans-serif; color: #222;
@@ -55,7 +55,7 @@ figure { margin: 0.5em 0; } svg.chart { width: 100%; height: auto; display: bloc
 
 def default_path(map_dir: str) -> str:
     """Where :func:`write` puts a map's report unless told otherwise."""
-    return os.path.join(os.path.abspath(map_dir), REPORT)
+    return WorkDir(map_dir).report_path
 
 
 def write(map_dir: str, path: typing.Optional[str] = None) -> str:
@@ -78,10 +78,10 @@ def write(map_dir: str, path: typing.Optional[str] = None) -> str:
     FileNotFoundError
         If ``map_dir`` has no log.
     """
-    map_dir = os.path.abspath(map_dir)
-    history = map_history.read(os.path.join(map_dir, LOG), map_dir)
-    page = render(history, PoolFacts.read(map_dir))
-    path = os.path.abspath(path or default_path(map_dir))
+    work_dir = WorkDir(map_dir)
+    history = map_history.read(work_dir.log_path, work_dir.path)
+    page = render(history, PoolFacts.read(work_dir.path))
+    path = os.path.abspath(path or work_dir.report_path)
     write_atomic(path, page.encode("utf-8"))
     return path
 

@@ -294,6 +294,11 @@ class WorkDir(Folder):
                 pass
         return out
 
+    @property
+    def report_path(self) -> str:
+        """Where the map's report page goes (``report.html``)."""
+        return self.join(REPORT)
+
     def running_claims(self) -> typing.Dict[int, str]:
         """The claimed chunks without a result file, and who claimed each."""
         unfinished = self.claimed_chunks() - self.finished_chunks()
