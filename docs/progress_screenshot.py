@@ -31,6 +31,8 @@ import typing
 
 import pyte
 
+from pypoolparty.testing import browser
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "docs", "_static", "progress_bar.png")
 COLUMNS, LINES = 110, 12
@@ -127,40 +129,24 @@ def page(display: typing.List[str]) -> typing.Tuple[str, int]:
     return PAGE.format("\n".join(body)), len(lines)
 
 
-def photograph(text: str, num_lines: int, out: str, chromium: str) -> None:
+def photograph(text: str, num_lines: int, out: str) -> None:
     """Screenshot of the page, as tall as its lines."""
     with tempfile.TemporaryDirectory() as folder:
         page_path = os.path.join(folder, "bar.html")
         with open(page_path, "w") as f:
             f.write(text)
         height = int(num_lines * 14 * 1.25 + 28) + 2
-        subprocess.run(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                "--screenshot=" + out,
-                "--window-size={:d},{:d}".format(int(COLUMNS * 8.45) + 36, height),
-                "file://" + page_path,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=120,
-        )
+        browser.screenshot(page_path, out, width=int(COLUMNS * 8.45) + 36, height=height, timeout=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=OUT)
-    parser.add_argument("--chromium", default="chromium")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work_dir:
         display = capture(work_dir)
     text, num_lines = page(display)
-    photograph(text, num_lines, args.out, args.chromium)
+    photograph(text, num_lines, args.out)
     print("{:s} ({:d} bytes)".format(args.out, os.path.getsize(args.out)))
 
 
