@@ -87,13 +87,13 @@ def env():
     return {k: v for k, v in out.items() if not k.startswith("TQDM_")}
 
 
-def run_script(tmp_path, delay, setting, jobs="slow", terminal=True, on_output=None):
-    """Run SCRIPT; return (stdout, what its stderr got). With ``terminal``
-    its stderr is a pseudo-terminal of 120 columns, else a pipe.
+def run_script(tmp_path, delay, setting, jobs="slow", terminal=True, on_output=None, text=SCRIPT):
+    """Run ``text`` (SCRIPT); return (stdout, what its stderr got). With
+    ``terminal`` its stderr is a pseudo-terminal of 120 columns, else a pipe.
     ``on_output(work_dir, text)`` is called with what came so far each time
     more came."""
     script = tmp_path / "script.py"
-    script.write_text(SCRIPT)
+    script.write_text(text)
     work = tmp_path / "work"
     work.mkdir()
     argv = [sys.executable, str(script), str(work), str(delay), setting, jobs]
